@@ -1,0 +1,255 @@
+"""Cost of the searched distillation terms, and of the vectorised FG/BG mask builder.
+
+1. Per demo pair: time of the distillation terms (forward + backward) as a fraction of the student's own
+   training step, for the published DetKDS formulations that apply to the family and for the slowest op
+   combination of the default space (slowest op per slot and slowest distance, measured here, every input on).
+   Measured as the difference of two distiller steps (with the searched loss / without distillation losses),
+   so the backward through the student that both share is not counted twice; interleaved, median of N.
+2. The vectorised mask builder against a straightforward per-box loop of the same rule, at 5, 50 and 200 boxes
+   per image on COCO-sized maps (batch 2, 800 x 1216, strides 8..128), asserting equal masks: one
+   ``fg_bg_masks`` call per level, and ``fg_bg_masks_levels`` for all levels at once (what the fg/bg input uses;
+   the 5x target applies to it).
+
+Targets: every published formulation under 15 % of the student step; mask builder >= 5x faster at 50 boxes.
+
+    .venv/bin/python benchmarks/loss_overhead.py [--families retinanet fcos] [--repeats 15] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import os.path as osp
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from mmdet.registry import MODELS  # noqa: E402
+from mmdet.utils import register_all_modules  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+import distill_core  # noqa: E402,F401
+from distill_core import DISTANCES, TRANSFORMS, Genome  # noqa: E402
+from distill_core.checkpoint import save_atomic  # noqa: E402
+from distill_core.distiller import DetectionDistiller  # noqa: E402
+from distill_core.genome import KNOWLEDGE_INPUTS, OpSpec, Term  # noqa: E402
+from distill_core.masks import fg_bg_masks, fg_bg_masks_levels, fg_bg_masks_per_box_loop  # noqa: E402
+from distill_core.shapes import generate_shapes  # noqa: E402
+from distill_core.transforms import cascade_pair  # noqa: E402
+from search.space import Space  # noqa: E402
+from workers.full_training import use_data_root  # noqa: E402
+
+FAMILIES = ('retinanet', 'faster_rcnn', 'fcos', 'gfl', 'reppoints')
+PUBLISHED = {'retinanet': ('retinanet_r101_r50', 'retinanet_x101_r50'), 'faster_rcnn': ('faster_rcnn_r101_r50',),
+             'fcos': ('fcos_r101_r50',), 'gfl': ('gfl_r101_r50',), 'reppoints': ('reppoints_x101_r50',)}
+TARGET_OVERHEAD, TARGET_MASK_SPEEDUP = 0.15, 5.0
+
+
+def demo_config(name: str) -> str:
+    return osp.join(ROOT, 'configs', 'demo', f'{name}.py')
+
+
+def median_time(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# ------------------------------------------------------------------------------------ slowest combination
+def _op_time(ops, distance, x: torch.Tensor, repeats: int = 5) -> float:
+    def run():
+        s = x.clone().requires_grad_()
+        a, b = cascade_pair(ops, s, x)
+        distance(a, b).backward()
+    return median_time(run, repeats, warmup=1)
+
+
+def slowest_genome(space: Space, family: str) -> Genome:
+    """Every input on, each with its slowest op per slot and slowest valid distance (timed on a P2-sized map)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, 32, 32)
+    l2 = DISTANCES.get('l2')()
+    terms = []
+    for input in space.inputs:
+        transforms = []
+        for table in space.slot_tables(input):
+            timed = {name: _op_time([TRANSFORMS.get(name)()], l2, x) for name in table}
+            transforms.append(OpSpec(max(timed, key=timed.get)))
+        ops = [op.build('transform') for op in transforms]
+        if KNOWLEDGE_INPUTS[input] == 'localization':
+            distance = 'giou' if 'giou' in space.distances_for(input, transforms, family) else \
+                space.distances_for(input, transforms, family)[0]
+        else:
+            timed = {name: _op_time(ops, DISTANCES.get(name)(), x)
+                     for name in space.distances_for(input, transforms, family)}
+            distance = max(timed, key=timed.get)
+        terms.append(Term(input, True, tuple(transforms), OpSpec(distance), 1.0))
+    return Genome(tuple(terms))
+
+
+# ------------------------------------------------------------------------------------ loss overhead
+def batch_for(model, family: str, data_root: str, batch_size: int):
+    cfg = use_data_root(Config.fromfile(demo_config(f'{family}_student')), data_root)
+    loader_cfg = cfg.train_dataloader
+    loader_cfg.batch_size, loader_cfg.num_workers, loader_cfg.persistent_workers = batch_size, 0, False
+    data = next(iter(Runner.build_dataloader(loader_cfg, seed=0)))
+    data = model.data_preprocessor(data, training=True)
+    return data['inputs'], data['data_samples']
+
+
+def step_fn(model, inputs, samples):
+    def step():
+        model.zero_grad(set_to_none=True)
+        losses = model.loss(inputs, samples)
+        total = sum(v.sum() if torch.is_tensor(v) else sum(x.sum() for x in v)
+                    for k, v in losses.items() if 'loss' in k)
+        total.backward()
+    return step
+
+
+def distiller(family: str, checkpoint: str, genome=None) -> DetectionDistiller:
+    losses = [] if genome is None else [dict(name='searched', loss=dict(type='SearchedDistillLoss',
+                                                                          genome=genome.to_json()))]
+    torch.manual_seed(0)
+    model = DetectionDistiller(teacher=dict(config=demo_config(f'{family}_teacher'), checkpoint=checkpoint),
+                               student=dict(config=demo_config(f'{family}_student')), distill_losses=losses)
+    model.init_weights()
+    return model.train()
+
+
+def overhead_rows(family: str, space: Space, data_root: str, work: str, repeats: int, batch_size: int):
+    torch.manual_seed(0)
+    teacher = MODELS.build(Config.fromfile(demo_config(f'{family}_teacher')).model)
+    teacher.init_weights()
+    checkpoint = osp.join(work, f'{family}_teacher.pth')
+    save_atomic({'state_dict': teacher.state_dict(), 'meta': {}}, checkpoint)
+
+    student = MODELS.build(Config.fromfile(demo_config(f'{family}_student')).model)
+    student.init_weights()
+    student.train()
+    inputs, samples = batch_for(student, family, data_root, batch_size)
+    student_step = median_time(step_fn(student, inputs, samples), repeats)
+
+    candidates = [(f'published {pair}', space.published[pair]) for pair in PUBLISHED[family]]
+    candidates.append(('slowest combination', slowest_genome(space, family)))
+    base = distiller(family, checkpoint)
+    base_step = step_fn(base, inputs, samples)
+    rows = []
+    for label, genome in candidates:
+        model = distiller(family, checkpoint, genome)
+        with_step = step_fn(model, inputs, samples)
+        for fn in (base_step, with_step):   # warm-up
+            fn()
+        diffs = []
+        for _ in range(repeats):             # interleaved, so drifts in machine load hit both alike
+            t0 = time.perf_counter()
+            base_step()
+            t1 = time.perf_counter()
+            with_step()
+            t2 = time.perf_counter()
+            diffs.append((t2 - t1) - (t1 - t0))
+        terms = max(statistics.median(diffs), 0.0)
+        rows.append(dict(family=family, genome=label, formula=genome.formula(), student_step_ms=student_step * 1e3,
+                         terms_ms=terms * 1e3, ratio=terms / student_step,
+                         target_met=(terms / student_step < TARGET_OVERHEAD) if label.startswith('published')
+                         else None))
+    return rows
+
+
+# ------------------------------------------------------------------------------------ masks
+def mask_rows(repeats: int):
+    g = torch.Generator().manual_seed(0)
+    shapes = [(800, 1216), (768, 1180)]
+    levels = [(100, 152), (50, 76), (25, 38), (13, 19), (7, 10)]
+    rows = []
+    for count in (5, 50, 200):
+        boxes = []
+        for h, w in shapes:
+            # COCO-like sizes: side log-uniform in 8 px .. 40 % of the image
+            side = torch.exp(torch.empty(count, 2).uniform_(0, 1, generator=g) * torch.log(torch.tensor(0.4 * h / 8)))
+            side = side * 8
+            xy = torch.rand(count, 2, generator=g) * torch.tensor([w, h])
+            boxes.append(torch.cat([xy, torch.minimum(xy + side, torch.tensor([float(w), float(h)]))], 1))
+        for hw in levels:
+            fast, slow = fg_bg_masks(boxes, shapes, hw), fg_bg_masks_per_box_loop(boxes, shapes, hw)
+            assert torch.equal(fast[0], slow[0]) and torch.equal(fast[1], slow[1]), 'masks differ'
+        for hw, together in zip(levels, fg_bg_masks_levels(boxes, shapes, levels)):
+            slow = fg_bg_masks_per_box_loop(boxes, shapes, hw)
+            assert torch.equal(together[0], slow[0]) and torch.equal(together[1], slow[1]), 'masks differ'
+        vec = median_time(lambda: [fg_bg_masks(boxes, shapes, hw) for hw in levels], repeats)
+        joint = median_time(lambda: fg_bg_masks_levels(boxes, shapes, levels), repeats)
+        loop = median_time(lambda: [fg_bg_masks_per_box_loop(boxes, shapes, hw) for hw in levels], repeats)
+        rows.append(dict(boxes_per_image=count, vectorised_ms=vec * 1e3, all_levels_ms=joint * 1e3,
+                         loop_ms=loop * 1e3, speedup=loop / vec, speedup_all_levels=loop / joint,
+                         target_met=(loop / joint >= TARGET_MASK_SPEEDUP) if count == 50 else None))
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--families', nargs='+', default=list(FAMILIES), choices=FAMILIES)
+    parser.add_argument('--repeats', type=int, default=15)
+    parser.add_argument('--batch-size', type=int, default=2)
+    parser.add_argument('--threads', type=int, default=1, help='torch CPU threads (1: stable timings)')
+    parser.add_argument('--data-root', default=None, help='shapes data (generated in a temp dir if absent)')
+    parser.add_argument('--parts', nargs='+', default=['masks', 'overhead'], choices=['masks', 'overhead'])
+    parser.add_argument('--json', default=None, help='also write the rows here')
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    register_all_modules(init_default_scope=True)
+    space = Space.default()
+
+    results = {}
+    if 'masks' in args.parts:
+        print_masks(results, args.repeats)
+    if 'overhead' in args.parts:
+        print_overhead(results, args, space)
+    if args.json:
+        os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
+        with open(args.json, 'w') as f:
+            json.dump(results, f, indent=2)
+
+
+def print_masks(results, repeats):
+    results['masks'] = mask_rows(repeats)
+    print('| boxes/image | per-box loop ms | vectorised, one call per level ms | speed-up | vectorised, all 5 '
+          'levels in one call ms (what the loss uses) | speed-up | >= 5x |')
+    print('|---|---|---|---|---|---|---|')
+    for r in results['masks']:
+        met = '' if r['target_met'] is None else ('yes' if r['target_met'] else 'NO')
+        print(f"| {r['boxes_per_image']} | {r['loop_ms']:.2f} | {r['vectorised_ms']:.2f} | {r['speedup']:.1f}x | "
+              f"{r['all_levels_ms']:.2f} | {r['speedup_all_levels']:.1f}x | {met} |")
+
+
+def print_overhead(results, args, space):
+    with tempfile.TemporaryDirectory() as work:
+        data_root = args.data_root
+        if data_root is None:
+            data_root = osp.join(work, 'shapes')
+            generate_shapes(data_root, num_train=8, num_val=3, size=128, seed=0)
+        results['overhead'] = []
+        print('\n| pair | distiller | formula | student step ms | terms ms | ratio | < 15 % |')
+        print('|---|---|---|---|---|---|---|')
+        for family in args.families:
+            for r in overhead_rows(family, space, data_root, work, args.repeats, args.batch_size):
+                results['overhead'].append(r)
+                met = '' if r['target_met'] is None else ('yes' if r['target_met'] else 'NO')
+                formula = r['formula'].replace('|', '\\|')
+                print(f"| {r['family']} | {r['genome']} | `{formula}` | {r['student_step_ms']:.1f} | "
+                      f"{r['terms_ms']:.1f} | {100 * r['ratio']:.1f} % | {met} |", flush=True)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,264 @@
+"""``DetectionDistiller``: a frozen teacher and a trained student for MMDetection 3.x.
+
+One student forward per step: the student's neck features are computed once and reused both by its own
+detection loss (through ``student.loss``, with ``extract_feat`` answered from the features already computed)
+and by every distillation loss. Distillation losses are modules of two kinds:
+
+* level-wise (the published methods' interface): ``loss(student_feat, teacher_feat, data_samples, **extra)``,
+  one module per FPN level, listed with ``levels``; ``extra`` comes from the module's optional
+  ``step_inputs(ctx, level)`` (e.g. GKD's gradient maps);
+* step-wise (e.g. ``SearchedDistillLoss``): ``loss(ctx) -> dict`` with the whole ``DistillContext``.
+
+A loss that needs more of the student's forward than the dense head declares ``student_recorders`` (a mapping
+key -> module path); those modules' calls are recorded during the student's loss forward into ``ctx.recorded``.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from mmdet.models.detectors.base import BaseDetector
+from mmdet.registry import MODELS
+from mmengine.config import ConfigDict
+from torch import Tensor, nn
+
+from .checkpoint import inherit_matching_tensors, load_matching_weights
+from .context import DistillContext, dense_head_name
+from .errors import ConfigError
+from .model_config import build_detector, resolve_model_config
+
+
+def _neck_attr(detector: nn.Module, attr: str) -> Optional[int]:
+    neck = getattr(detector, 'neck', None)
+    value = getattr(neck, attr, None) if neck is not None else None
+    return value if isinstance(value, int) else None
+
+
+class _TeacherInputs(nn.Module):
+    """Re-normalise the student's batch for a teacher trained with another mean/std or channel order."""
+
+    def __init__(self, student_pre: Mapping, teacher_pre: Mapping):
+        super().__init__()
+        def stats(pre):
+            mean = torch.tensor(pre.get('mean') or [0.0, 0.0, 0.0], dtype=torch.float32).view(1, -1, 1, 1)
+            std = torch.tensor(pre.get('std') or [1.0, 1.0, 1.0], dtype=torch.float32).view(1, -1, 1, 1)
+            return mean, std, bool(pre.get('bgr_to_rgb', False) or pre.get('rgb_to_bgr', False))
+        s_mean, s_std, s_flip = stats(student_pre)
+        t_mean, t_std, t_flip = stats(teacher_pre)
+        self.flip = s_flip != t_flip
+        self.identity = (not self.flip and torch.equal(s_mean, t_mean) and torch.equal(s_std, t_std))
+        self.register_buffer('s_mean', s_mean, persistent=False)
+        self.register_buffer('s_std', s_std, persistent=False)
+        self.register_buffer('t_mean', t_mean, persistent=False)
+        self.register_buffer('t_std', t_std, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.identity:
+            return x
+        raw = x * self.s_std + self.s_mean
+        if self.flip:
+            raw = raw.flip(1)
+            return (raw - self.t_mean.flip(1)) / self.t_std.flip(1)
+        return (raw - self.t_mean) / self.t_std
+
+
+@contextlib.contextmanager
+def _features_reused(detector: nn.Module, feats: Tuple[Tensor, ...]):
+    """Let ``detector.loss`` take ``feats`` instead of running backbone and neck a second time.
+
+    Works for every MMDetection detector, since all of them obtain features through ``extract_feat``.
+    """
+    detector.extract_feat = lambda _inputs: feats
+    try:
+        yield
+    finally:
+        del detector.extract_feat
+
+
+@contextlib.contextmanager
+def _recording(root: nn.Module, points: Mapping[str, str]):
+    """Record (args, output) of the named submodules while the block runs."""
+    records: Dict[str, List[tuple]] = {key: [] for key in points}
+    handles = []
+    for key, path in points.items():
+        module = root.get_submodule(path)
+        handles.append(module.register_forward_hook(
+            lambda _m, args, out, key=key: records[key].append((args, out))))
+    try:
+        yield records
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@MODELS.register_module()
+class DetectionDistiller(BaseDetector):
+    """Teacher + student detector with distillation losses.
+
+    Args:
+        teacher: ``dict(config=<path|dict>, checkpoint=<path>)``. Frozen: no gradient, always in eval mode.
+        student: ``dict(config=<path|dict>)``. Its data preprocessor is the distiller's.
+        distill_losses: list of ``dict(name=..., loss=<loss cfg>, levels='all'|[i, ...])``; without
+            ``levels`` the loss is step-wise and receives the ``DistillContext``.
+        inherit_neck_head: copy the teacher's non-backbone tensors into the student where names and shapes
+            match, after the student's ``init_weights`` (the inheriting strategy).
+        adapt_channels: add a learnable 1x1 conv per level mapping student to teacher channels when they differ.
+    """
+
+    def __init__(self,
+                 teacher: Mapping,
+                 student: Mapping,
+                 distill_losses: Sequence[Mapping] = (),
+                 inherit_neck_head: bool = False,
+                 adapt_channels: bool = True,
+                 data_preprocessor: Optional[Mapping] = None,
+                 init_cfg=None):
+        from . import register_all_modules
+        register_all_modules()   # every loss type a config may name
+        teacher = dict(teacher or {})
+        student = dict(student or {})
+        unknown = (set(teacher) - {'config', 'checkpoint'}) | (set(student) - {'config'})
+        if unknown:
+            raise ConfigError(f'DetectionDistiller: unknown teacher/student keys {sorted(unknown)}')
+        if 'config' not in teacher or 'config' not in student:
+            raise ConfigError('DetectionDistiller needs teacher=dict(config=..., checkpoint=...) and '
+                              'student=dict(config=...)')
+        student_cfg = resolve_model_config(student['config'], 'student')
+        teacher_cfg = resolve_model_config(teacher['config'], 'teacher')
+        pre_cfg = ConfigDict(data_preprocessor or student_cfg.get('data_preprocessor') or
+                             dict(type='DetDataPreprocessor'))
+        super().__init__(data_preprocessor=build_detector(pre_cfg), init_cfg=init_cfg)
+
+        self.student = build_detector(student_cfg)
+        self.teacher = build_detector(teacher_cfg)
+        checkpoint = teacher.get('checkpoint')
+        if checkpoint is None:
+            raise ConfigError('DetectionDistiller: teacher.checkpoint is required (a trained teacher)')
+        load_matching_weights(self.teacher, checkpoint, 'teacher')
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+        self.teacher_inputs = _TeacherInputs(pre_cfg, teacher_cfg.get('data_preprocessor') or {})
+        self.inherit_neck_head = inherit_neck_head
+        self.inherited_keys: List[str] = []
+
+        self.num_levels = self._check_levels()
+        self.adapters = self._build_adapters() if adapt_channels else nn.ModuleDict()
+        self.distill_losses = nn.ModuleDict()
+        self._plan: List[Tuple[str, Optional[int], str]] = []   # (entry name, level or None, module key)
+        for entry in distill_losses:
+            self._add_loss(dict(entry))
+        self._recorders = {'dense_head': dense_head_name(self.student)}
+        for module in self.distill_losses.values():
+            recorders = (module.student_recorders_for(self.student) if hasattr(module, 'student_recorders_for')
+                         else getattr(module, 'student_recorders', {}))   # detector-dependent or fixed
+            for key, path in dict(recorders).items():
+                self._recorders[key] = path
+
+    # ------------------------------------------------------------------ construction helpers
+    def _check_levels(self) -> Optional[int]:
+        s_levels, t_levels = _neck_attr(self.student, 'num_outs'), _neck_attr(self.teacher, 'num_outs')
+        if s_levels is not None and t_levels is not None and s_levels != t_levels:
+            raise ConfigError(f'student FPN has {s_levels} levels but the teacher FPN has {t_levels}: '
+                              'distillation pairs levels one to one')
+        return t_levels
+
+    def _build_adapters(self) -> nn.ModuleDict:
+        s_ch, t_ch = _neck_attr(self.student, 'out_channels'), _neck_attr(self.teacher, 'out_channels')
+        if s_ch is None or t_ch is None or s_ch == t_ch or self.num_levels is None:
+            return nn.ModuleDict()
+        return nn.ModuleDict({f'fpn{i}': nn.Conv2d(s_ch, t_ch, 1) for i in range(self.num_levels)})
+
+    def _add_loss(self, entry: dict) -> None:
+        unknown = set(entry) - {'name', 'loss', 'levels'}
+        if unknown or 'name' not in entry or 'loss' not in entry:
+            raise ConfigError(f'distill_losses entry {entry}: expected keys name, loss and optional levels')
+        name = entry['name']
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ConfigError(f'distill_losses: name {name!r} must be an identifier')
+        loss_cfg = ConfigDict(entry['loss'])
+        if MODELS.get(loss_cfg.get('type')) is None:
+            raise ConfigError(f'distill_losses.{name}: unknown loss type {loss_cfg.get("type")!r}')
+        levels = entry.get('levels')
+        if levels is None:
+            self.distill_losses[name] = build_detector(loss_cfg)
+            self._plan.append((name, None, name))
+            return
+        if levels == 'all':
+            if self.num_levels is None:
+                raise ConfigError(f'distill_losses.{name}: levels="all" needs an FPN-style neck')
+            levels = list(range(self.num_levels))
+        for level in levels:
+            if self.num_levels is not None and not 0 <= level < self.num_levels:
+                raise ConfigError(f'distill_losses.{name}: level {level} outside 0..{self.num_levels - 1}')
+            key = f'{name}_fpn{level}'
+            self.distill_losses[key] = build_detector(loss_cfg)
+            self._plan.append((name, level, key))
+
+    # ------------------------------------------------------------------ weights and modes
+    def init_weights(self) -> None:
+        """Initialise student and loss modules (never the loaded teacher), then inherit if asked."""
+        self.student.init_weights()
+        for module in list(self.distill_losses.values()) + list(self.adapters.values()):
+            if hasattr(module, 'init_weights'):
+                module.init_weights()
+        if self.inherit_neck_head:
+            self.inherited_keys = inherit_matching_tensors(self.student, self.teacher.state_dict())
+        self._is_init = True
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()   # the runner's model.train() must not switch the teacher's BN/dropout
+        return self
+
+    # ------------------------------------------------------------------ forward paths
+    def extract_feat(self, batch_inputs: Tensor):
+        return self.student.extract_feat(batch_inputs)
+
+    def predict(self, batch_inputs: Tensor, batch_data_samples, rescale: bool = True):
+        return self.student.predict(batch_inputs, batch_data_samples, rescale=rescale)
+
+    def _forward(self, batch_inputs: Tensor, batch_data_samples=None):
+        return self.student._forward(batch_inputs, batch_data_samples)
+
+    def adapt(self, feats: Iterable[Tensor]) -> Tuple[Tensor, ...]:
+        if not len(self.adapters):
+            return tuple(feats)
+        return tuple(self.adapters[f'fpn{i}'](f) for i, f in enumerate(feats))
+
+    def loss(self, batch_inputs: Tensor, batch_data_samples) -> Dict[str, Tensor]:
+        with torch.no_grad():
+            teacher_inputs = self.teacher_inputs(batch_inputs)
+            teacher_feats = tuple(self.teacher.extract_feat(teacher_inputs))
+        raw_feats = tuple(self.student.extract_feat(batch_inputs))
+        if len(raw_feats) != len(teacher_feats):
+            raise ConfigError(f'student gives {len(raw_feats)} feature levels, teacher {len(teacher_feats)}')
+        with _recording(self.student, self._recorders) as recorded, _features_reused(self.student, raw_feats):
+            losses = dict(self.student.loss(batch_inputs, batch_data_samples))
+        ctx = DistillContext(
+            inputs=batch_inputs, data_samples=batch_data_samples, student=self.student, teacher=self.teacher,
+            student_feats=self.adapt(raw_feats), raw_student_feats=raw_feats, teacher_feats=teacher_feats,
+            teacher_inputs=teacher_inputs, recorded=recorded)
+        for name, level, key in self._plan:
+            module = self.distill_losses[key]
+            if level is None:
+                out = module(ctx)
+            else:
+                extra = module.step_inputs(ctx, level) if hasattr(module, 'step_inputs') else {}
+                out = module(ctx.student_feats[level], teacher_feats[level], batch_data_samples, **extra)
+            losses.update(_named_outputs(out, name, '' if level is None else f'_fpn{level}'))
+        return losses
+
+
+def _named_outputs(out: Union[Tensor, Mapping[str, Tensor]], name: str, suffix: str) -> Dict[str, Tensor]:
+    """Name a loss module's output: ``loss_<name>[_<part>]<suffix>``; parts not starting with ``loss``
+    are logged metrics (MMDetection sums only keys containing 'loss'), detached."""
+    if torch.is_tensor(out):
+        return {f'loss_{name}{suffix}': out}
+    named = {}
+    for part, value in out.items():
+        if part.startswith('loss'):
+            named[f'loss_{name}_{part[4:].lstrip("_")}{suffix}'.replace('__', '_').rstrip('_')] = value
+        else:
+            named[f'{name}_{part}{suffix}'] = value.detach() if torch.is_tensor(value) else value
+    return named

@@ -1,0 +1,59 @@
+"""Resolve a detector given as a config path, an ``mmdet::`` config or an inline dict into a model config."""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+from mmengine.config import Config, ConfigDict
+
+from .errors import ConfigError
+
+
+def load_config(path: str) -> Config:
+    """Load an mmengine config file with a clear error for a missing or broken file."""
+    if not path.startswith('mmdet::') and not os.path.isfile(path):
+        raise ConfigError(f'config file not found: {path}')
+    try:
+        return Config.fromfile(path)
+    except Exception as exc:  # mmengine raises many types for syntax/import problems
+        raise ConfigError(f'cannot read config {path}: {type(exc).__name__}: {exc}') from None
+
+
+def resolve_model_config(spec: Any, role: str) -> ConfigDict:
+    """Return the ``model`` dict of a detector.
+
+    ``spec`` is a config path (``configs/demo/x.py`` or ``mmdet::retinanet/...py``), a full config
+    (a mapping with a ``model`` key) or a model dict (a mapping with a ``type`` key).
+    """
+    if isinstance(spec, str):
+        cfg = load_config(spec)
+        if 'model' not in cfg:
+            raise ConfigError(f'{role} config {spec} has no `model` section')
+        model = cfg.model
+    elif isinstance(spec, Mapping):
+        model = spec['model'] if 'model' in spec else spec
+    else:
+        raise ConfigError(f'{role}: expected a config path or dict, got {type(spec).__name__}')
+    model = ConfigDict(model)
+    if 'type' not in model:
+        raise ConfigError(f'{role} model config has no `type`')
+    check_model_type(model['type'], role)
+    return model
+
+
+def check_model_type(model_type: Any, role: str) -> None:
+    from mmdet.registry import MODELS
+    if isinstance(model_type, str) and MODELS.get(model_type) is None:
+        raise ConfigError(f'{role}: unknown model type {model_type!r} (not registered in mmdet MODELS)')
+
+
+def build_detector(model_cfg: Any):
+    """Build a model from MMDetection's registry inside the ``mmdet`` scope.
+
+    mmengine builds nested parts (the data preprocessor) through the current default scope; outside a Runner
+    there may be none, so we set it for the build.
+    """
+    from mmdet.registry import MODELS
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        return MODELS.build(model_cfg)

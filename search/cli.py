@@ -1,0 +1,117 @@
+"""``detkds-search``: one command line for data, training, evaluation, transfer and (later) the search.
+
+Every user error (bad config key, missing file, unreachable service) is printed as one line and exits with
+code 2; ``--debug`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable, Dict, List, Optional
+
+EXIT_USER_ERROR = 2
+
+
+def _parse_options(pairs: Optional[List[str]]) -> Dict:
+    """``key=value`` overrides in mmengine's dotted style; values are read as JSON when they parse."""
+    from distill_core.errors import ConfigError
+    options = {}
+    for pair in pairs or []:
+        if '=' not in pair:
+            raise ConfigError(f'--cfg-options expects key=value, got {pair!r}')
+        key, value = pair.split('=', 1)
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def cmd_data(args) -> None:
+    from distill_core.shapes import generate_shapes
+    summary = generate_shapes(args.out, num_train=args.train, num_val=args.val, size=args.size, seed=args.seed,
+                              overwrite=args.overwrite)
+    print(json.dumps(summary, indent=2, default=str))
+
+
+def cmd_train(args) -> None:
+    from workers.full_training import train
+    final = train(args.config, args.work_dir, args.launcher, _parse_options(args.cfg_options), args.resume)
+    print(f'final checkpoint: {final}')
+
+
+def cmd_test(args) -> None:
+    from workers.full_training import test
+    metrics = test(args.config, args.checkpoint, args.work_dir, args.launcher, _parse_options(args.cfg_options),
+                   args.out)
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+
+
+def cmd_transfer(args) -> None:
+    from distill_core.checkpoint import extract_student, load_checkpoint_file, save_atomic
+    student = extract_student(load_checkpoint_file(args.checkpoint, 'distiller'))
+    save_atomic(student, args.out)
+    print(f'wrote {args.out}: {len(student["state_dict"])} student tensors')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='detkds-search', description=__doc__.splitlines()[0])
+    parser.add_argument('--debug', action='store_true', help='show tracebacks for errors')
+    sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+
+    data = sub.add_parser('data', help='generate the synthetic shapes dataset (COCO format)')
+    data_sub = data.add_subparsers(dest='dataset', required=True, metavar='DATASET')
+    shapes = data_sub.add_parser('shapes', help='PNG images of shapes on textured backgrounds + COCO JSON')
+    shapes.add_argument('--out', required=True, help='output folder (e.g. data/shapes)')
+    shapes.add_argument('--train', type=int, default=600, help='training images (default 600)')
+    shapes.add_argument('--val', type=int, default=150, help='validation images (default 150)')
+    shapes.add_argument('--size', type=int, default=128, help='image side in pixels (default 128)')
+    shapes.add_argument('--seed', type=int, default=0)
+    shapes.add_argument('--overwrite', action='store_true', help='replace an existing dataset folder')
+    shapes.set_defaults(func=cmd_data)
+
+    def runner_args(p):
+        p.add_argument('--work-dir', help='output folder (default work_dirs/<config name>)')
+        p.add_argument('--launcher', choices=['none', 'pytorch'], default='none',
+                       help='pytorch: distributed, started with torchrun')
+        p.add_argument('--cfg-options', nargs='+', metavar='KEY=VALUE', help='override config keys')
+
+    train = sub.add_parser('train', help='train a detector or a distiller config (mmengine Runner)')
+    train.add_argument('config')
+    runner_args(train)
+    train.add_argument('--resume', action='store_true', help='resume from the last checkpoint in --work-dir')
+    train.set_defaults(func=cmd_train)
+
+    test = sub.add_parser('test', help='evaluate a checkpoint: COCO bbox AP (pycocotools)')
+    test.add_argument('config')
+    test.add_argument('checkpoint')
+    runner_args(test)
+    test.add_argument('--out', help='write the metrics as JSON here')
+    test.set_defaults(func=cmd_test)
+
+    transfer = sub.add_parser('transfer', help='student-only checkpoint from a distiller checkpoint')
+    transfer.add_argument('checkpoint')
+    transfer.add_argument('out')
+    transfer.set_defaults(func=cmd_transfer)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from distill_core.errors import DetKDSError
+    try:
+        args.func(args)
+    except DetKDSError as exc:
+        if args.debug:
+            raise
+        print(f'detkds-search: error: {exc}', file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print('detkds-search: interrupted', file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

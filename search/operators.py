@@ -1,0 +1,267 @@
+"""Evolution operators over real genomes: the :class:`~search.evolution.SearchSpaceOps` adapters of both stages.
+
+Stage 1 (:class:`Stage1Ops`, one per knowledge input): a genome holds one enabled term; its genes are the op of
+each cascade slot, each op's searchable parameters (temperature, mask ratio, ...), the distance and its
+parameters, and the weight from the stage-1 options of the input's group.
+
+Stage 2 (:class:`Stage2Ops`): the stage-1 winners' formulations are fixed; the genes are one weight per term from
+the stage-2 options of its input, where 0 switches the term off (at least one term stays on).
+
+Every offspring is checked with ``Space.term_problem`` (pairing rules such as no ``kl`` after ``logsoftmax_*``,
+distances allowed for the group and detector family); an invalid draw is repaired (a new distance compatible with
+the cascade) or redrawn, a bounded number of times, before falling back to a copy of the parent, which the
+controller's duplicate check then mutates again. All randomness comes from the ``rng`` argument.
+"""
+from __future__ import annotations
+
+import math
+import random
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from distill_core.errors import ConfigError
+from distill_core.genome import Genome, OpSpec, Term, op_defaults
+from search.space import Space
+
+MAX_REDRAWS = 50
+
+
+def nearest_option(value: float, options: Sequence[float]) -> float:
+    """The option closest to ``value`` on a log scale (weights span decades); 0 only matches 0."""
+    positive = [o for o in options if o > 0]
+    if value <= 0:
+        return 0.0 if 0 in options else min(positive)
+    return min(positive, key=lambda o: (abs(math.log(o / value)), o)) if positive else 0.0
+
+
+class _KeyCache:
+    """``Genome.key()`` canonicalises and hashes (registry look-ups): memoise it per genome."""
+
+    def __init__(self):
+        self._keys: Dict[Genome, str] = {}
+
+    def key(self, genome: Genome) -> str:
+        key = self._keys.get(genome)
+        if key is None:
+            if len(self._keys) > 100_000:
+                self._keys.clear()
+            key = self._keys[genome] = genome.key()
+        return key
+
+
+class Stage1Ops(_KeyCache):
+    """Formulation search of one knowledge input (a genome with exactly that one enabled term)."""
+
+    def __init__(self, space: Space, input: str, family: Optional[str] = None):
+        super().__init__()
+        if input not in space.inputs:
+            raise ConfigError(f'{space.source}: knowledge input {input!r} is not in the search space '
+                              f'(inputs: {list(space.inputs)})')
+        self.space, self.input, self.family = space, input, family
+        self.tables = space.slot_tables(input)
+        self.weights = space.weight_options(input, 1)
+
+    # ------------------------------------------------------------------------------ helpers
+    def problem(self, genome: Genome) -> Optional[str]:
+        """Why ``genome`` is not a stage-1 genome of this input in this space, or None."""
+        if len(genome.terms) != 1 or genome.terms[0].input != self.input or not genome.terms[0].active:
+            return f'a stage-1 genome of {self.input!r} has exactly one active {self.input!r} term'
+        term = genome.terms[0]
+        if term.weight not in self.weights:
+            return f'weight {term.weight:g} is not a stage-1 option {list(self.weights)}'
+        return self.space.term_problem(term, self.family)
+
+    def _genome(self, term: Term) -> Optional[Genome]:
+        genome = Genome((term,))
+        return genome if self.problem(genome) is None else None
+
+    def _repaired(self, term: Term, rng: random.Random) -> Optional[Genome]:
+        """``term`` as a genome, with a new compatible distance if the cascade rules out the current one."""
+        genome = self._genome(term)
+        if genome is None and term.distance.name not in self.space.distances_for(self.input, term.transforms,
+                                                                                  self.family):
+            distance = self.space.sample_distance(self.input, term.transforms, rng, self.family)
+            if distance is not None:
+                genome = self._genome(term.replace(distance=distance))
+        return genome
+
+    @staticmethod
+    def _param_value(op: OpSpec, param: str, kind: str) -> Any:
+        kwargs = op.kwargs
+        return kwargs[param] if param in kwargs else op_defaults(op.name, kind).get(param)
+
+    def _with_param(self, op: OpSpec, param: str, kind: str, rng: random.Random) -> OpSpec:
+        current = self._param_value(op, param, kind)
+        options = [v for v in self.space.param_options(op.name)[param] if v != current]
+        return OpSpec(op.name, tuple({**op.kwargs, param: rng.choice(options)}.items())) if options else op
+
+    def _genes(self, term: Term) -> List[Tuple]:
+        """The mutable genes of ``term``: only those with an alternative value."""
+        genes: List[Tuple] = []
+        for i, (op, table) in enumerate(zip(term.transforms, self.tables)):
+            if len(table) > 1:
+                genes.append(('op', i))
+            genes += [('op_param', i, p) for p, v in sorted(self.space.param_options(op.name).items()) if len(v) > 1]
+        if len(self.space.distances_for(self.input, term.transforms, self.family)) > 1:
+            genes.append(('distance',))
+        genes += [('distance_param', p) for p, v in sorted(self.space.param_options(term.distance.name).items())
+                  if len(v) > 1]
+        if len(self.weights) > 1:
+            genes.append(('weight',))
+        return genes
+
+    def _mutate_gene(self, term: Term, gene: Tuple, rng: random.Random) -> Term:
+        kind = gene[0]
+        if kind == 'op':
+            i = gene[1]
+            name = rng.choice([n for n in self.tables[i] if n != term.transforms[i].name])
+            ops = list(term.transforms)
+            ops[i] = self.space.sample_params(name, rng)
+            return term.replace(transforms=tuple(ops))
+        if kind == 'op_param':
+            i, param = gene[1:]
+            ops = list(term.transforms)
+            ops[i] = self._with_param(ops[i], param, 'transform', rng)
+            return term.replace(transforms=tuple(ops))
+        if kind == 'distance':
+            allowed = [d for d in self.space.distances_for(self.input, term.transforms, self.family)
+                       if d != term.distance.name]
+            return term.replace(distance=self.space.sample_params(rng.choice(allowed), rng))
+        if kind == 'distance_param':
+            return term.replace(distance=self._with_param(term.distance, gene[1], 'distance', rng))
+        return term.replace(weight=rng.choice([w for w in self.weights if w != term.weight]))
+
+    # ------------------------------------------------------------------------- SearchSpaceOps
+    def sample(self, rng: random.Random) -> Genome:
+        for _ in range(MAX_REDRAWS):
+            term = self.space.sample_term(self.input, rng, stage=1, family=self.family)
+            genome = self._genome(term)
+            if genome is not None:
+                return genome
+        raise ConfigError(f'{self.space.source}: no valid {self.input!r} formulation in {MAX_REDRAWS} draws')
+
+    def mutate(self, genome: Genome, rng: random.Random) -> Genome:
+        """Change one gene (a second one with probability 1/4) and repair the distance if needed."""
+        for _ in range(MAX_REDRAWS):
+            term = genome.terms[0]
+            for _change in range(2 if rng.random() < 0.25 else 1):
+                genes = self._genes(term)
+                if genes:
+                    term = self._mutate_gene(term, rng.choice(genes), rng)
+            child = self._repaired(term, rng)
+            if child is not None:
+                return child
+        return genome
+
+    def crossover(self, a: Genome, b: Genome, rng: random.Random) -> Genome:
+        """Uniform crossover of slots (op with its parameters), distance (with its parameters) and weight."""
+        ta, tb = a.terms[0], b.terms[0]
+        for _ in range(MAX_REDRAWS):
+            ops = tuple(x if rng.random() < 0.5 else y for x, y in zip(ta.transforms, tb.transforms))
+            distance = ta.distance if rng.random() < 0.5 else tb.distance
+            weight = ta.weight if rng.random() < 0.5 else tb.weight
+            child = self._repaired(Term(self.input, True, ops, distance, weight), rng)
+            if child is not None:
+                return child
+        return a
+
+    def seeds(self) -> List[Genome]:
+        """The published formulations of this input, weight moved to the nearest stage-1 option (so that every
+        stage-1 genome lies in the searched grid); those outside this space or detector family are skipped."""
+        seeds: Dict[str, Genome] = {}
+        for term in self.space.published_terms(self.input):
+            genome = self._genome(term.replace(enabled=True, weight=nearest_option(term.weight, self.weights)))
+            if genome is not None:
+                seeds.setdefault(self.key(genome), genome)
+        return list(seeds.values())
+
+
+class Stage2Ops(_KeyCache):
+    """Weight search over the stage-1 winners: one gene per term, its weight from the stage-2 options.
+
+    ``allow_disable`` adds weight 0 (term off) to inputs whose stage-2 options lack it: stage 1 only shows that a
+    term helps alone, and a combination may be better without it. At least one term stays on.
+    """
+
+    def __init__(self, space: Space, winners: Mapping[str, Genome], allow_disable: bool = True):
+        super().__init__()
+        if not winners:
+            raise ValueError('stage 2 needs at least one stage-1 winner')
+        self.space = space
+        self.base: Tuple[Term, ...] = tuple(winners[name].terms[0] for name in winners)
+        self.options: Dict[str, Tuple[float, ...]] = {}
+        for term in self.base:
+            options = tuple(space.weight_options(term.input, 2))
+            if allow_disable and 0.0 not in options and len(winners) > 1:
+                options = (0.0,) + options
+            self.options[term.input] = options
+
+    def problem(self, genome: Genome) -> Optional[str]:
+        if [t.input for t in genome.terms] != [t.input for t in self.base]:
+            return f'a stage-2 genome has one term per winner: {[t.input for t in self.base]}'
+        if not genome.active_terms:
+            return 'every term is switched off'
+        for term, base in zip(genome.terms, self.base):
+            if term.replace(weight=base.weight) != base:
+                return f'{term.input}: formulation differs from the stage-1 winner'
+            if term.weight not in self.options[term.input]:
+                return f'{term.input}: weight {term.weight:g} is not a stage-2 option {list(self.options[term.input])}'
+            problem = self.space.term_problem(term)
+            if problem:
+                return problem
+        return None
+
+    def _genome(self, weights: Sequence[float]) -> Optional[Genome]:
+        if not any(w > 0 for w in weights):
+            return None
+        return Genome(tuple(t.replace(weight=float(w)) for t, w in zip(self.base, weights)))
+
+    def sample(self, rng: random.Random) -> Genome:
+        for _ in range(MAX_REDRAWS):
+            genome = self._genome([rng.choice(self.options[t.input]) for t in self.base])
+            if genome is not None:
+                return genome
+        raise ConfigError('stage 2: every sampled weight combination switches all terms off')
+
+    def mutate(self, genome: Genome, rng: random.Random) -> Genome:
+        """Move one term's weight to another option (a second term with probability 1/4)."""
+        for _ in range(MAX_REDRAWS):
+            weights = [t.weight for t in genome.terms]
+            for _change in range(2 if rng.random() < 0.25 and len(weights) > 1 else 1):
+                i = rng.randrange(len(weights))
+                options = [w for w in self.options[self.base[i].input] if w != weights[i]]
+                if options:
+                    weights[i] = rng.choice(options)
+            child = self._genome(weights)
+            if child is not None:
+                return child
+        return genome
+
+    def crossover(self, a: Genome, b: Genome, rng: random.Random) -> Genome:
+        for _ in range(MAX_REDRAWS):
+            child = self._genome([x.weight if rng.random() < 0.5 else y.weight for x, y in zip(a.terms, b.terms)])
+            if child is not None:
+                return child
+        return a
+
+    def seeds(self) -> List[Genome]:
+        """All terms at their stage-1 weights, all at 1 (the release's default gammas), and each published pair's
+        weights (terms it does not use switched off where allowed); weights moved to the nearest option."""
+        combos: List[Dict[str, float]] = [{t.input: t.weight for t in self.base}, {t.input: 1.0 for t in self.base}]
+        for published in self.space.published.values():
+            used = {t.input: t.weight for t in published.active_terms}
+            if any(t.input in used for t in self.base):
+                combos.append({t.input: used.get(t.input, 0.0) for t in self.base})
+        seeds: Dict[str, Genome] = {}
+        for combo in combos:
+            genome = self._genome([nearest_option(combo[t.input], self.options[t.input]) for t in self.base])
+            if genome is not None:
+                seeds.setdefault(self.key(genome), genome)
+        return list(seeds.values())
+
+
+def build_ops(space: Space, inputs: Optional[Sequence[str]] = None, family: Optional[str] = None,
+              allow_disable: bool = True) -> Tuple[Dict[str, Stage1Ops], Callable[[Mapping[str, Genome]], Stage2Ops]]:
+    """The adapters :class:`~search.evolution.Evolution` takes: stage-1 ops per input (the space's order unless
+    ``inputs`` is given) and the stage-2 factory."""
+    stage1 = {name: Stage1Ops(space, name, family) for name in (inputs or space.inputs)}
+    return stage1, lambda winners: Stage2Ops(space, winners, allow_disable)

@@ -1,0 +1,71 @@
+"""The method configs: COCO pairs carry the published hyperparameters, demo configs build, and the shipped
+DetKDS distillers are valid genomes of the search space, equal to the space's published seeds."""
+import glob
+import os.path as osp
+
+import pytest
+from mmengine.config import Config
+
+import distill_core
+from distill_core.genome import Genome
+from search.space import Space
+
+from .demo_utils import ROOT
+
+distill_core.register_all_modules()   # the losses, hooks and ops the configs name
+
+DISTILLERS = osp.join(ROOT, 'configs', 'distillers')
+
+
+def _losses(path):
+    cfg = Config.fromfile(path)
+    assert cfg.model.type == 'DetectionDistiller'
+    return cfg, {entry['name']: entry for entry in cfg.model.distill_losses}
+
+
+@pytest.mark.parametrize('name, expected', [
+    ('fgd/fgd_retinanet_r101_r50_2x_coco', dict(temp=0.5, alpha_fgd=1e-3, beta_fgd=5e-4, gamma_fgd=5e-4,
+                                                lambda_fgd=5e-6)),
+    ('fgd/fgd_faster_rcnn_r101_r50_2x_coco', dict(alpha_fgd=5e-5, beta_fgd=2.5e-5, gamma_fgd=5e-5,
+                                                  lambda_fgd=5e-7)),
+    ('fgd/fgd_fcos_r101_r50_2x_coco', dict(temp=0.8, alpha_fgd=1.6e-3, beta_fgd=8e-4)),
+    ('fgd/fgd_reppoints_x101_r50_2x_coco', dict(alpha_fgd=1.6e-3, lambda_fgd=8e-6)),
+    ('mgd/mgd_retinanet_x101_r50_2x_coco', dict(alpha_mgd=2e-5, lambda_mgd=0.65)),
+    ('pkd/pkd_faster_rcnn_r101_r50_2x_coco', dict(loss_weight=6)),
+    ('pkd/pkd_retinanet_x101_r50_2x_coco', dict(loss_weight=10)),
+    ('gkd/gkd_gfl_r101_r50_1x_coco', dict(beta_gkd=0.5, alpha_gkd=1e-3)),
+])
+def test_coco_configs_carry_published_values(name, expected):
+    cfg, losses = _losses(osp.join(DISTILLERS, f'{name}.py'))
+    loss = next(iter(losses.values()))['loss']
+    for key, value in expected.items():
+        assert loss[key] == pytest.approx(value), key
+    assert cfg.find_unused_parameters
+
+
+def test_every_distiller_config_parses_with_registered_losses():
+    from mmdet.registry import HOOKS, MODELS
+    paths = glob.glob(osp.join(DISTILLERS, '*', '*.py'))
+    assert len(paths) >= 30
+    for path in paths:
+        if osp.basename(path).startswith('faster_rcnn_r50_trained'):
+            continue   # a student model config, not a distiller
+        cfg, losses = _losses(path)
+        for entry in losses.values():
+            assert MODELS.get(entry['loss']['type']) is not None, path
+        for hook in cfg.get('custom_hooks', []):
+            assert HOOKS.get(hook['type']) is not None, path
+
+
+def test_shipped_detkds_genomes_are_the_space_seeds():
+    space = Space.default()
+    for path in glob.glob(osp.join(DISTILLERS, 'detkds', '*.json')):
+        pair = osp.basename(path)[:-5]
+        with open(path) as f:
+            genome = Genome.from_json(f.read())
+        family = pair.rsplit('_', 2)[0]
+        space.validate(genome, family=family)
+        assert genome.equivalent(space.published[pair]), pair
+        demo = Config.fromfile(osp.join(DISTILLERS, 'detkds', f'detkds_demo_{pair}.py'))
+        inline = Genome.parse(demo.model.distill_losses[0]['loss']['genome'].to_dict())
+        assert inline.equivalent(genome), pair

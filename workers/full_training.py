@@ -1,0 +1,135 @@
+"""Full training and evaluation through mmengine's Runner: ``detkds-search train`` and ``detkds-search test``.
+
+The same entry points serve plain detectors, distillers exported by a search and the published methods.
+"""
+from __future__ import annotations
+
+import json
+import os
+import os.path as osp
+import shutil
+import tempfile
+from typing import Dict, Mapping, Optional
+
+from mmengine.config import Config
+
+from distill_core.checkpoint import load_checkpoint_file, mismatches, state_dict_of
+from distill_core.errors import CheckpointError, ConfigError, DataError
+from distill_core.model_config import load_config
+
+FINAL_CHECKPOINT = 'final.pth'
+
+
+def prepare_config(config_path: str, work_dir: Optional[str] = None, launcher: str = 'none',
+                   cfg_options: Optional[Mapping] = None) -> Config:
+    """Load a training config, apply overrides and check that its datasets exist."""
+    from distill_core import register_all_modules
+    register_all_modules()   # DetectionDistiller, the losses and ops a config may name
+    cfg = load_config(config_path)
+    if cfg_options:
+        cfg.merge_from_dict(dict(cfg_options))
+    cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join(
+        'work_dirs', osp.splitext(osp.basename(config_path))[0])
+    cfg.launcher = launcher
+    cfg.setdefault('default_scope', 'mmdet')
+    return cfg
+
+
+def _dataset_files(dataset: Mapping):
+    """(annotation file, image folder) of a COCO-style dataset config, resolved against its data_root."""
+    if dataset.get('type') in ('RepeatDataset', 'ClassBalancedDataset'):
+        return _dataset_files(dataset['dataset'])
+    root = dataset.get('data_root', '') or ''
+    ann = dataset.get('ann_file')
+    img = (dataset.get('data_prefix') or {}).get('img', '')
+    return (osp.join(root, ann) if ann else None), osp.join(root, img)
+
+
+def check_datasets(cfg: Config, splits=('train_dataloader', 'val_dataloader', 'test_dataloader')) -> None:
+    for split in splits:
+        loader = cfg.get(split)
+        if not loader or 'dataset' not in loader:
+            continue
+        ann, img = _dataset_files(loader['dataset'])
+        if ann is not None and not osp.isfile(ann):
+            raise DataError(f'{split}: annotation file not found: {ann} '
+                            f'(generate the demo data with `detkds-search data shapes --out data/shapes`)')
+        if img and not osp.isdir(img):
+            raise DataError(f'{split}: image folder not found: {img}')
+
+
+def _copy_atomic(src: str, dst: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=osp.dirname(osp.abspath(dst)), prefix='.tmp-', suffix='.pth')
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+def train(config_path: str, work_dir: Optional[str] = None, launcher: str = 'none',
+          cfg_options: Optional[Mapping] = None, resume: bool = False) -> str:
+    """Train with mmengine's Runner; returns the path of ``<work_dir>/final.pth`` (the last checkpoint)."""
+    from mmengine.runner import Runner
+    cfg = prepare_config(config_path, work_dir, launcher, cfg_options)
+    check_datasets(cfg, ('train_dataloader', 'val_dataloader'))
+    cfg.resume = bool(resume)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    last_file = osp.join(cfg.work_dir, 'last_checkpoint')
+    if not osp.isfile(last_file):
+        raise CheckpointError(f'training finished but no checkpoint was written in {cfg.work_dir} '
+                              '(is a CheckpointHook configured?)')
+    with open(last_file) as f:
+        last = f.read().strip()
+    final = osp.join(cfg.work_dir, FINAL_CHECKPOINT)
+    if runner.rank == 0:
+        _copy_atomic(last, final)
+    return final
+
+
+def test(config_path: str, checkpoint: str, work_dir: Optional[str] = None, launcher: str = 'none',
+         cfg_options: Optional[Mapping] = None, out: Optional[str] = None) -> Dict[str, float]:
+    """Evaluate a checkpoint with the config's test evaluator (COCO bbox AP through pycocotools)."""
+    from mmengine.runner import Runner
+    cfg = prepare_config(config_path, work_dir, launcher, cfg_options)
+    check_datasets(cfg, ('test_dataloader',))
+    if not cfg.get('test_dataloader') or not cfg.get('test_evaluator'):
+        raise ConfigError(f'{config_path} has no test_dataloader / test_evaluator')
+    runner = Runner.from_cfg(cfg)
+    model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+    state = state_dict_of(load_checkpoint_file(checkpoint, 'test'))
+    missing, _unexpected, wrong = mismatches(model, state)
+    missing = [k for k in missing if not k.endswith('num_batches_tracked')]
+    if missing or wrong:
+        example = (missing or wrong)[0]
+        raise CheckpointError(f'checkpoint {checkpoint} does not match {config_path}: {len(missing)} missing and '
+                              f'{len(wrong)} shape-mismatched tensors (e.g. {example})')
+    runner.load_checkpoint(checkpoint, map_location='cpu', strict=False)
+    metrics = {k: float(v) for k, v in runner.test().items()}
+    if out:
+        os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+        tmp = out + '.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(metrics, f, indent=2, sort_keys=True)
+        os.replace(tmp, out)
+    return metrics
+
+
+def use_data_root(cfg: Config, data_root: str) -> Config:
+    """Point every dataloader and COCO evaluator of a shapes/COCO-style config at another data root."""
+    data_root = data_root.rstrip('/') + '/'
+    for split in ('train', 'val', 'test'):
+        loader = cfg.get(f'{split}_dataloader')
+        if not loader:
+            continue
+        dataset = loader['dataset']
+        while 'dataset' in dataset:   # wrappers (RepeatDataset, ...)
+            dataset = dataset['dataset']
+        dataset['data_root'] = data_root
+        evaluator = cfg.get(f'{split}_evaluator')
+        if split != 'train' and evaluator and evaluator.get('ann_file'):
+            evaluator['ann_file'] = osp.join(data_root, dataset['ann_file'])
+    return cfg
