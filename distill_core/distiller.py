@@ -64,7 +64,7 @@ class _TeacherInputs(nn.Module):
 
 
 @contextlib.contextmanager
-def _features_reused(detector: nn.Module, feats: Tuple[Tensor, ...]):
+def features_reused(detector: nn.Module, feats: Tuple[Tensor, ...]):
     """Let ``detector.loss`` take ``feats`` instead of running backbone and neck a second time.
 
     Works for every MMDetection detector, since all of them obtain features through ``extract_feat``.
@@ -233,7 +233,7 @@ class DetectionDistiller(BaseDetector):
         raw_feats = tuple(self.student.extract_feat(batch_inputs))
         if len(raw_feats) != len(teacher_feats):
             raise ConfigError(f'student gives {len(raw_feats)} feature levels, teacher {len(teacher_feats)}')
-        with _recording(self.student, self._recorders) as recorded, _features_reused(self.student, raw_feats):
+        with _recording(self.student, self._recorders) as recorded, features_reused(self.student, raw_feats):
             losses = dict(self.student.loss(batch_inputs, batch_data_samples))
         ctx = DistillContext(
             inputs=batch_inputs, data_samples=batch_data_samples, student=self.student, teacher=self.teacher,

@@ -55,6 +55,20 @@ def cmd_transfer(args) -> None:
     print(f'wrote {args.out}: {len(student["state_dict"])} student tensors')
 
 
+def cmd_launch(args) -> None:
+    from .controller import launch
+    summary = launch(args.config, study=args.study, run_dir=args.run_dir, storage=args.storage,
+                     ray_address=args.ray_address, resume=args.resume, max_trials=args.max_trials)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+
+
+def cmd_status(args) -> None:
+    from .status import format_status, study_status
+    status = study_status(args.study, storage=args.storage, run_dir=args.run_dir)
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='detkds-search', description=__doc__.splitlines()[0])
     parser.add_argument('--debug', action='store_true', help='show tracebacks for errors')
@@ -94,6 +108,28 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument('checkpoint')
     transfer.add_argument('out')
     transfer.set_defaults(func=cmd_transfer)
+
+    def storage_args(p):
+        p.add_argument('--run-dir', help='run folder (default runs/<study>); holds the default journal storage')
+        p.add_argument('--storage', help='Optuna storage URL: a journal file path (default <run-dir>/study.journal), '
+                                         'postgresql://USER[:PW]@HOST/DB or mongodb://...; a password may come '
+                                         'from DETKDS_STORAGE_PASSWORD')
+        p.add_argument('--json', action='store_true', help='print the result as JSON')
+
+    launch = sub.add_parser('launch', help='run (or resume) a distillation search')
+    launch.add_argument('config', help='search config, e.g. configs/search/demo_retinanet.py')
+    launch.add_argument('--study', help='study name (default: the config file name)')
+    storage_args(launch)
+    launch.add_argument('--ray-address', help='HOST:PORT of an existing Ray cluster (default: start a local one)')
+    launch.add_argument('--resume', action='store_true', help='require an existing study and continue it '
+                                                              '(relaunching a study resumes it anyway)')
+    launch.add_argument('--max-trials', type=int, help='stop after this many trials in the study')
+    launch.set_defaults(func=cmd_launch)
+
+    status = sub.add_parser('status', help='stage, generation, trial counts, best distiller of a study')
+    status.add_argument('--study', required=True)
+    storage_args(status)
+    status.set_defaults(func=cmd_status)
     return parser
 
 

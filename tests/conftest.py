@@ -101,3 +101,29 @@ def postgres_url():
                 print(f'[postgres fixture] stop failed: {exc}')
         shutil.rmtree(tmp, ignore_errors=True)
 # --------------------------------------------------------------------------- end storage section
+
+
+# --------------------------------------------------------------------------- a finished tiny search
+@pytest.fixture(scope='session')
+def tiny_search(tmp_path_factory, shapes_root):
+    """Run one real tiny search on local Ray (demo RetinaNet pair, tiny proxies) and share the finished study.
+
+    Returns dict(cwd, study, config, returncode, stdout, stderr); the study's journal is
+    ``<cwd>/runs/<study>/study.journal``. Every process the launch started is killed afterwards.
+    """
+    import signal
+    import subprocess
+    import sys
+    from .test_search_launch import write_search_config
+    cwd = tmp_path_factory.mktemp('tiny_search')
+    config = write_search_config(cwd, shapes_root)
+    proc = subprocess.Popen([sys.executable, '-m', 'search.cli', 'launch', config, '--study', 'tiny'], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=1200)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return dict(cwd=str(cwd), study='tiny', config=config, returncode=proc.returncode, stdout=out, stderr=err)

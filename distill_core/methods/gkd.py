@@ -25,7 +25,7 @@ from mmdet.structures import DetDataSample
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
-from ..distiller import _features_reused
+from ..distiller import features_reused
 from .fgd import (ContextBlock, align_student, attention_loss, build_align, channel_attention,
                   gt_masks_step_input, masks_from_samples, spatial_attention, weighted_sq_error)
 
@@ -46,7 +46,7 @@ def confident_detections(detector: nn.Module, feats: Sequence[Tensor], inputs: T
                          score_thr: float, topk: int) -> List[InstanceData]:
     """The detector's own top-``topk`` detections with ``score >= score_thr`` (input-image coordinates)."""
     samples = [DetDataSample(metainfo=s.metainfo) for s in data_samples]   # never touch the training samples
-    with torch.no_grad(), _features_reused(detector, tuple(f.detach() for f in feats)):
+    with torch.no_grad(), features_reused(detector, tuple(f.detach() for f in feats)):
         results = detector.predict(inputs, samples, rescale=False)
     pseudo = []
     for result in results:
@@ -78,7 +78,7 @@ def gradient_cams(detector: nn.Module, feats: Sequence[Tensor], inputs: Tensor, 
             pseudo = DetDataSample(metainfo=sample.metainfo)
             pseudo.gt_instances = target
             samples.append(pseudo)
-        with _features_reused(detector, leaves):
+        with features_reused(detector, leaves):
             target_value = _sum_losses(detector.loss(inputs, samples))
         if torch.is_tensor(target_value) and target_value.requires_grad:
             grads = torch.autograd.grad(target_value, leaves, allow_unused=True)

@@ -1,0 +1,55 @@
+# A small DetKDS search on the demo RetinaNet pair (shapes data), sized to finish on 2 CPU cores in minutes.
+# From a fresh clone it generates the data and trains the tiny teacher once (both cached on disk).
+# Paths are relative to the folder `detkds-search launch` runs in (the repository root).
+
+teacher = dict(
+    config='configs/demo/retinanet_teacher.py',
+    checkpoint='work_dirs/demo/retinanet_teacher/final.pth',
+    # demo only: train the teacher with `detkds-search train` when the checkpoint is missing
+    train_if_missing=dict(work_dir='work_dirs/demo/retinanet_teacher'),
+)
+student = dict(config='configs/demo/retinanet_student.py')
+
+# demo only: generate the synthetic dataset when it is missing (same arguments as `detkds-search data shapes`)
+data = dict(generate_shapes=dict(out='data/shapes', num_train=600, num_val=150, size=128, seed=0))
+
+# The proxy task each candidate is trained on. Both subsets are drawn (fixed seed, disjoint) from the
+# TRAINING annotations: search fitness is measured on held-out training images, the val split stays for
+# final reporting. Counts (int) or fractions (float < 1).
+proxy = dict(
+    train_images=240,
+    val_images=60,
+    subset_seed=0,
+    iterations=40,
+    batch_size=8,
+    optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4),
+    grad_clip=35.0,
+    inherit_neck_head=True,
+    report_interval=10,          # report every loss term every N iterations
+    eval_interval=20,            # proxy AP on the held-out subset every N iterations (intermediate metric)
+    reject=dict(check_iterations=5, max_loss=1e4),   # non-finite or exploding distillation loss -> FAIL early
+)
+
+space = 'search_space.yaml'
+
+# Divide-and-conquer evolution (search/evolution.py StagePlan).
+search = dict(
+    stage1_inputs=['global', 'fg_bg'],
+    population_size=3,
+    generations=2,
+    stage2_population_size=3,
+    stage2_generations=1,
+    tournament_size=2,
+    elite_count=1,
+    reeval_top_k=1,
+    seed=0,
+)
+
+# Early stopping of weak proxies on the intermediate AP (recorded as PRUNED in Optuna), or None.
+scheduler = dict(type='asha', grace_period=1, reduction_factor=2)
+
+resources = dict(cpus_per_trial=1, gpus_per_trial=0, max_concurrent=2)
+budget = dict(max_trials=None, max_hours=None)
+
+# What `detkds-search export` writes into the exported training config.
+full_training = dict(max_iters=600, val_interval=600, optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4))

@@ -1,0 +1,230 @@
+"""``detkds-search launch``: config -> search space -> evolution -> Ray Tune trials -> Optuna storage.
+
+Order of work: validate everything that can be validated (config, space, storage, Ray address, teacher and
+data) before the first trial; rebuild the evolution from storage (a relaunch resumes); run trials on Ray Tune
+until the evolution or the budget is done; close every trial (a finished launch leaves none RUNNING).
+"""
+from __future__ import annotations
+
+import json
+import os
+import os.path as osp
+import socket
+import time
+from typing import Any, Dict, Optional
+
+from distill_core.errors import ConfigError, DetKDSError
+
+from .config import SearchConfig, load_search_config
+from .evolution import Evolution, StagePlan
+from . import study as st
+
+
+class RayError(DetKDSError):
+    """The Ray cluster named by --ray-address cannot be reached."""
+
+
+def _fmt_time(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m' if seconds >= 3600 else \
+        f'{seconds // 60}m{seconds % 60:02d}s'
+
+
+def progress_line(progress: Dict[str, Any], formula: str, elapsed: float, per_trial: Optional[float],
+                  concurrency: int) -> str:
+    counts = progress['counts']
+    streams = ' · '.join(f'{s["input"]} gen {min(s["generation"] + 1, s["generations"])}/{s["generations"]}'
+                         + ('' if s['phase'] != 'done' else ' done') for s in progress['streams']
+                         if s['stage'] == progress['stage'])
+    done = counts['told']
+    best = progress.get('best')
+    best_text = f'best AP {best["value"]:.4f} ({formula})' if best else 'no fit trial yet'
+    remaining = max(counts['max_evaluations'] - done, 0)
+    eta = f', ~{_fmt_time(remaining * per_trial / max(concurrency, 1))} left' if per_trial else ''
+    return (f'[search] stage {progress["stage"]}: {streams} | trials {done} (complete {counts["complete"]}, '
+            f'failed {counts["fail"]}, pruned {counts["pruned"]}) | {best_text} | {_fmt_time(elapsed)} elapsed{eta}')
+
+
+def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, before any trial, when the Ray head cannot be reached (ray.init would wait much longer)."""
+    if address in ('auto', 'local'):
+        return
+    target = address.split('://', 1)[-1]
+    host, _, port = target.rpartition(':')
+    if not host or not port.isdigit():
+        raise RayError(f'--ray-address must be HOST:PORT (the head node\'s GCS address), got {address!r}')
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise RayError(f'cannot reach the Ray head at {address}: {exc.strerror or exc}') from None
+
+
+class Launch:
+    """One run of the controller for one study."""
+
+    def __init__(self, config_path: str, study: Optional[str] = None, run_dir: Optional[str] = None,
+                 storage: Optional[str] = None, ray_address: Optional[str] = None, resume: bool = False,
+                 max_trials: Optional[int] = None, log=print):
+        from .storage import mask_url, open_storage, resolve_storage_url
+        self.log = log
+        self.cfg: SearchConfig = load_search_config(config_path)
+        self.study_name = study or osp.splitext(osp.basename(config_path))[0]
+        self.run_dir = osp.abspath(run_dir or osp.join('runs', self.study_name))
+        self.storage_url = resolve_storage_url(storage, self.run_dir)
+        self.storage_shown = mask_url(self.storage_url)
+        self.storage = open_storage(storage, self.run_dir)
+        exists = st.study_exists(self.storage, self.study_name)
+        if resume and not exists:
+            raise ConfigError(f'--resume: no study {self.study_name!r} in {self.storage_shown}')
+        self.resuming = exists
+        self.ray_address = ray_address
+        if ray_address:
+            check_ray_address(ray_address)
+        self.plan = StagePlan.from_config(self.cfg.raw['search'], self.cfg.source)
+        self.max_trials = max_trials if max_trials is not None else self.cfg.budget['max_trials']
+
+    # ------------------------------------------------------------------ study and evolution
+    def _open_study(self):
+        study = st.open_study(self.storage, self.study_name)
+        attrs = study.user_attrs
+        plan = json.dumps(self.cfg.raw['search'], sort_keys=True, default=str)
+        if self.resuming and attrs.get(st.STUDY_SPACE_HASH) not in (None, self.cfg.space_hash):
+            raise ConfigError(f'study {self.study_name!r} was searched with another search space (hash '
+                              f'{attrs[st.STUDY_SPACE_HASH]}, now {self.cfg.space_hash}): its genomes and '
+                              'replay would not match; restore the space file or start a new --study')
+        if self.resuming and attrs.get(st.STUDY_PLAN) not in (None, plan):
+            raise ConfigError(f'study {self.study_name!r} was started with another `search` section: resuming '
+                              'would not replay the same evolution; restore it or start a new --study')
+        if not self.resuming:
+            study.set_user_attr(st.STUDY_SPACE_HASH, self.cfg.space_hash)
+            study.set_user_attr(st.STUDY_PLAN, plan)
+            study.set_user_attr(st.STUDY_CONFIG, osp.abspath(self.cfg.source))
+            study.set_user_attr(st.STUDY_STARTED, time.time())
+        study.set_user_attr(st.STUDY_CONCURRENCY, int(self.cfg.resources['max_concurrent']))
+        return study
+
+    def _evolution(self, study) -> Evolution:
+        from .operators import build_ops
+        from .space import Space
+        space = Space.from_file(self.cfg.space_path)
+        stage1, stage2 = build_ops(space, self.plan.stage1_inputs or None, self.cfg.family())
+        records = st.replay_records(study)
+        for record in records:   # stored genomes must still be valid in today's space
+            if record.genome and not record.interrupted:
+                from distill_core import Genome
+                space.validate(Genome.from_json(record.genome), self.cfg.family())
+        return Evolution.replay(records, self.plan, stage1, stage2)
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> Dict[str, Any]:
+        study = self._open_study()
+        closed = st.close_stale_trials(study, 'interrupted: its controller stopped before the trial finished')
+        evolution = self._evolution(study)
+        counts = evolution.progress()['counts']
+        if self.resuming:
+            self.log(f'[search] resuming study {self.study_name!r} ({self.storage_shown}): {counts["replayed"]} '
+                     f'finished trials replayed, {closed} interrupted trials re-queued')
+        else:
+            self.log(f'[search] new study {self.study_name!r} in {self.storage_shown}')
+        started_at = float(study.user_attrs.get(st.STUDY_STARTED, time.time()))
+        if not evolution.finished:
+            from workers.prepare import prepare_search_inputs
+            prepare_search_inputs(self.cfg.raw, self.cfg.base_dir, log=self.log)
+            self._run_trials(study, evolution, started_at)
+        return self._summary(study, evolution)
+
+    def _run_trials(self, study, evolution: Evolution, started_at: float) -> None:
+        import ray
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
+
+        from workers.tune_trial import proxy_trainable
+
+        from .searcher import EvolutionSearcher
+        book = st.TrialBook(study)
+        finished = sum(1 for r in st.replay_records(study) if not r.interrupted)
+        max_new = None if self.max_trials is None else max(self.max_trials - finished, 0)
+        hours = self.cfg.budget['max_hours']
+        deadline = started_at + hours * 3600 if hours else None
+        concurrency = int(self.cfg.resources['max_concurrent'])
+        launch_start = time.time()
+        last_line = ['']
+        wall: list = []
+
+        def on_progress(evo: Evolution, trial_book: st.TrialBook) -> None:
+            progress = evo.progress()
+            best = evo.best()
+            formula = best.genome.formula() if best is not None else ''
+            study.set_user_attr(st.STUDY_PROGRESS, json.dumps(progress, default=str))
+            wall.append(time.time())
+            per_trial = (wall[-1] - launch_start) * concurrency / len(wall) if wall else None
+            line = progress_line(progress, formula, time.time() - started_at, per_trial, concurrency)
+            key = json.dumps([(s['input'], s['generation'], s['phase']) for s in progress['streams']])
+            if key != last_line[0]:   # one line per generation change, not per trial
+                last_line[0] = key
+                self.log(line)
+
+        searcher = EvolutionSearcher(evolution, book, max_new_trials=max_new, deadline=deadline,
+                                     on_progress=on_progress)
+        proxy = self.cfg.raw['proxy']
+        scheduler = None
+        if self.cfg.scheduler:
+            eval_interval = int(proxy.get('eval_interval') or proxy['iterations'])
+            common = dict(time_attr='iteration', metric='AP', mode='max')
+            if self.cfg.scheduler.get('type', 'asha') == 'asha':
+                scheduler = ASHAScheduler(max_t=int(proxy['iterations']),
+                                          grace_period=int(self.cfg.scheduler.get('grace_period', 1)) * eval_interval,
+                                          reduction_factor=float(self.cfg.scheduler.get('reduction_factor', 2)),
+                                          **common)
+            else:
+                scheduler = MedianStoppingRule(grace_period=float(self.cfg.scheduler.get('grace_period', 1))
+                                               * eval_interval, **common)
+        os.environ.setdefault('TUNE_DISABLE_STRICT_METRIC_CHECKING', '1')  # loss-only reports carry no AP
+        os.environ.setdefault('RAY_AIR_NEW_OUTPUT', '0')
+        started_ray = not ray.is_initialized()
+        if started_ray:
+            ray.init(address=self.ray_address, include_dashboard=False, log_to_driver=False,
+                     logging_level='ERROR')
+        trainable = tune.with_resources(
+            tune.with_parameters(proxy_trainable, search_cfg=self.cfg.raw, base_dir=self.cfg.base_dir),
+            {'cpu': self.cfg.resources['cpus_per_trial'], 'gpu': self.cfg.resources['gpus_per_trial']})
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
+                                        max_concurrent_trials=concurrency, reuse_actors=False),
+            run_config=tune.RunConfig(name=self.study_name, storage_path=osp.join(self.run_dir, 'ray'),
+                                      verbose=0, failure_config=tune.FailureConfig(max_failures=2),
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+        interrupted = False
+        try:
+            tuner.fit()
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            if book.open:
+                interrupted = True
+                book.interrupt_all('interrupted: the launch stopped before the trial finished')
+            if started_ray:
+                ray.shutdown()
+        if interrupted:
+            self.log(f'[search] stopped; the study is resumable: relaunch with --study {self.study_name}')
+
+    def _summary(self, study, evolution: Evolution) -> Dict[str, Any]:
+        from optuna.trial import TrialState
+        trials = study.get_trials(deepcopy=False)
+        counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+        best = evolution.best()
+        summary = dict(study=self.study_name, storage=self.storage_shown, finished=evolution.finished,
+                       trials=counts, best=None)
+        if best is not None:
+            summary['best'] = dict(value=best.value, formula=best.genome.formula(), key=best.key,
+                                   evaluations=best.evaluations, genome=json.loads(best.genome.to_json()))
+        self.log(f'[search] {"finished" if evolution.finished else "stopped"}: '
+                 + ', '.join(f'{v} {k}' for k, v in counts.items() if v)
+                 + (f' | best AP {best.value:.4f}: {best.genome.formula()}' if best else ''))
+        return summary
+
+
+def launch(config_path: str, **kwargs) -> Dict[str, Any]:
+    return Launch(config_path, **kwargs).run()

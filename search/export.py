@@ -1,0 +1,321 @@
+"""``detkds-search export``: the best (or rank-N) searched distiller as a standalone MMDetection 3.x training config.
+
+The exported file is the student's full training config (data, evaluator, runtime; ``_base_`` resolved, so
+the file stands alone) with ``model`` replaced by a ``DetectionDistiller``: the search config's teacher
+(config path and checkpoint as given), the student's model dict, ``inherit_neck_head`` from the proxy section
+and the genome as a ``SearchedDistillLoss``. The search config's ``full_training`` section sets the schedule:
+
+    full_training = dict(
+        max_iters=600,            # IterBasedTrainLoop length (or max_epochs=N: EpochBasedTrainLoop)
+        val_interval=600,         # default: validate once, at the end
+        batch_size=8,             # train_dataloader.batch_size
+        optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4),   # replaces optim_wrapper.optimizer
+        grad_clip=35.0,           # optim_wrapper.clip_grad max_norm; None removes clipping
+        param_scheduler=[...],    # replaces the student's; when omitted, the student's schedulers are stretched
+                                  # to the new length (begin/end/milestones scaled), same loop kind only
+        seed=0,                   # randomness.seed
+    )
+
+Every key is optional; an unknown key is a ConfigError naming it. Output is deterministic: the same storage
+and search config give a byte-identical file (sorted keys, no timestamps), written atomically.
+"""
+from __future__ import annotations
+
+import json
+import keyword
+import os
+import os.path as osp
+import re
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from distill_core.errors import ConfigError
+
+from . import study as st
+from .results import RankedGenome, StudyResults, read_results
+
+FULL_TRAINING_KEYS = ('max_iters', 'max_epochs', 'val_interval', 'batch_size', 'optimizer', 'grad_clip',
+                      'param_scheduler', 'seed')
+CUSTOM_IMPORTS = {'imports': ['distill_core.modules'], 'allow_failed_imports': False}
+_IDENTIFIER = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
+_LINE_WIDTH = 110
+# top-level variables written first (in this order); the rest follow sorted by name
+_LEADING = ('custom_imports', 'default_scope', 'model')
+
+
+@dataclass(frozen=True)
+class Exported:
+    path: str
+    rank: int
+    value: float
+    formula: str
+    trials: Tuple[int, ...]
+
+
+# --------------------------------------------------------------------------- full_training section
+def check_full_training(section: Optional[Mapping], source: str) -> Dict[str, Any]:
+    """Validate the search config's ``full_training`` section; returns it as a dict (empty when absent)."""
+    if section is None:
+        return {}
+    if not isinstance(section, Mapping):
+        raise ConfigError(f'{source}: full_training must be a dict, got {type(section).__name__}')
+    import difflib
+    for key in section:
+        if key not in FULL_TRAINING_KEYS:
+            close = difflib.get_close_matches(str(key), FULL_TRAINING_KEYS, n=1)
+            hint = f' (did you mean {close[0]!r}?)' if close else ''
+            raise ConfigError(f'{source}: unknown key full_training.{key}{hint}; accepted: '
+                              f'{", ".join(FULL_TRAINING_KEYS)}')
+    if 'max_iters' in section and 'max_epochs' in section:
+        raise ConfigError(f'{source}: full_training takes max_iters or max_epochs, not both')
+    for key in ('max_iters', 'max_epochs', 'val_interval', 'batch_size'):
+        value = section.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigError(f'{source}: full_training.{key} must be a positive integer, got {value!r}')
+    if 'optimizer' in section and not (isinstance(section['optimizer'], Mapping) and 'type' in section['optimizer']):
+        raise ConfigError(f'{source}: full_training.optimizer must be a dict with a `type`')
+    clip = section.get('grad_clip')
+    if clip is not None and (not isinstance(clip, (int, float)) or clip <= 0):
+        raise ConfigError(f'{source}: full_training.grad_clip must be a positive number or None, got {clip!r}')
+    schedulers = section.get('param_scheduler')
+    if schedulers is not None and not (isinstance(schedulers, (list, tuple))
+                                       and all(isinstance(s, Mapping) and 'type' in s for s in schedulers)):
+        raise ConfigError(f'{source}: full_training.param_scheduler must be a list of dicts with a `type`')
+    seed = section.get('seed')
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise ConfigError(f'{source}: full_training.seed must be an integer, got {seed!r}')
+    return dict(section)
+
+
+def _stretch(schedulers: List[Dict], ratio: float) -> List[Dict]:
+    """Scale the iteration positions of iteration-based schedulers by ``ratio``."""
+    out = []
+    for sched in schedulers:
+        sched = dict(sched)
+        for key in ('begin', 'end', 'T_max'):
+            if isinstance(sched.get(key), int):
+                sched[key] = int(round(sched[key] * ratio))
+        if isinstance(sched.get('milestones'), (list, tuple)):
+            sched['milestones'] = [int(round(m * ratio)) for m in sched['milestones']]
+        out.append(sched)
+    return out
+
+
+def apply_full_training(cfg: Dict[str, Any], section: Mapping, source: str) -> None:
+    """Set the schedule of the training config ``cfg`` (a plain dict) from a checked ``full_training``."""
+    loop = dict(cfg.get('train_cfg') or {})
+    by_iter = loop.get('type', 'EpochBasedTrainLoop') == 'IterBasedTrainLoop' or 'max_iters' in loop
+    wants_iter = 'max_iters' in section or ('max_epochs' not in section and by_iter)
+    old_len = loop.get('max_iters' if by_iter else 'max_epochs')
+    new_len = section.get('max_iters', section.get('max_epochs', old_len))
+    if new_len is None:
+        raise ConfigError(f'{source}: the student config has no train_cfg length; set full_training.max_iters')
+    if wants_iter != by_iter and 'param_scheduler' not in section:
+        raise ConfigError(f'{source}: full_training changes the training loop kind of the student config '
+                          f'({"iteration" if by_iter else "epoch"}-based); give full_training.param_scheduler too')
+    loop_type = 'IterBasedTrainLoop' if wants_iter else 'EpochBasedTrainLoop'
+    length_key = 'max_iters' if wants_iter else 'max_epochs'
+    val_interval = section.get('val_interval')
+    if val_interval is None:
+        val_interval = loop.get('val_interval', new_len) if new_len == old_len else new_len
+    cfg['train_cfg'] = {'type': loop_type, length_key: int(new_len), 'val_interval': int(min(val_interval, new_len))}
+    if length_key in cfg and not isinstance(cfg[length_key], Mapping):
+        cfg[length_key] = int(new_len)   # the student config's own schedule variable, kept consistent
+    if 'param_scheduler' in section:
+        cfg['param_scheduler'] = [dict(s) for s in section['param_scheduler']]
+    elif cfg.get('param_scheduler') and old_len and new_len != old_len:
+        schedulers = cfg['param_scheduler']
+        schedulers = [schedulers] if isinstance(schedulers, Mapping) else list(schedulers)
+        cfg['param_scheduler'] = _stretch(schedulers, new_len / old_len)
+    wrapper = dict(cfg.get('optim_wrapper') or {'type': 'OptimWrapper'})
+    if 'optimizer' in section:
+        wrapper['optimizer'] = dict(section['optimizer'])
+    if 'grad_clip' in section:
+        if section['grad_clip'] is None:
+            wrapper.pop('clip_grad', None)
+        else:
+            wrapper['clip_grad'] = {'max_norm': float(section['grad_clip']), 'norm_type': 2}
+    cfg['optim_wrapper'] = wrapper
+    if 'batch_size' in section:
+        cfg['train_dataloader'] = dict(cfg['train_dataloader'], batch_size=int(section['batch_size']))
+    if 'seed' in section:
+        cfg['randomness'] = dict(cfg.get('randomness') or {}, seed=int(section['seed']))
+
+
+# --------------------------------------------------------------------------- building the config
+def build_export_config(search_raw: Mapping[str, Any], genome: Mapping[str, Any], source: str) -> Dict[str, Any]:
+    """The exported training config as a plain dict of top-level variables."""
+    from distill_core.model_config import load_config
+
+    student_spec = (search_raw.get('student') or {}).get('config')
+    teacher = dict(search_raw.get('teacher') or {})
+    if not isinstance(student_spec, str):
+        raise ConfigError(f'{source}: export needs student.config to be a config file (its training schedule, '
+                          'data and evaluator become the exported config)')
+    if 'config' not in teacher or 'checkpoint' not in teacher:
+        raise ConfigError(f'{source}: teacher needs config and checkpoint')
+    student_cfg = load_config(student_spec)
+    cfg = _plain(student_cfg.to_dict())
+    if 'model' not in cfg:
+        raise ConfigError(f'student config {student_spec} has no `model` section')
+    proxy = search_raw.get('proxy') or {}
+    cfg['model'] = {
+        'type': 'DetectionDistiller',
+        'teacher': {'config': teacher['config'], 'checkpoint': teacher['checkpoint']},
+        'student': {'config': cfg['model']},
+        'inherit_neck_head': bool(proxy.get('inherit_neck_head', False)),
+        'distill_losses': [{'name': 'searched',
+                            'loss': {'type': 'SearchedDistillLoss', 'genome': _plain(dict(genome))}}],
+    }
+    apply_full_training(cfg, check_full_training(search_raw.get('full_training'), source), source)
+    cfg['custom_imports'] = dict(CUSTOM_IMPORTS)
+    cfg.setdefault('default_scope', 'mmdet')
+    # frozen teacher and optional ops (adapters, losses idle on a step without boxes) are unused at times
+    cfg['find_unused_parameters'] = True
+    cfg.pop('work_dir', None)
+    return cfg
+
+
+def _plain(value: Any) -> Any:
+    """ConfigDict/tuple/... -> dicts, lists, tuples and scalars only (what the writer prints)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise ConfigError(f'cannot export a config value of type {type(value).__name__}: {value!r}')
+
+
+# --------------------------------------------------------------------------- writing Python
+def python_literal(value: Any, indent: int = 0, column: Optional[int] = None) -> str:
+    """Deterministic Python source of a config value: dicts with sorted keys (``dict(k=v)`` form when every key
+    is an identifier), one line when it fits from ``column``, otherwise one item per line at ``indent + 4``."""
+    column = indent if column is None else column
+    flat = _flat(value)
+    if len(flat) + column <= _LINE_WIDTH or not isinstance(value, (dict, list, tuple)) or not value:
+        return flat
+    inner = indent + 4
+    pad = ' ' * inner
+    if isinstance(value, dict):
+        items = sorted(value.items())
+        if all(_IDENTIFIER.match(k) and k not in _KEYWORDS for k, _ in items):
+            body = [f'{pad}{k}={python_literal(v, inner, inner + len(k) + 1)}' for k, v in items]
+            return 'dict(\n' + ',\n'.join(body) + ',\n' + ' ' * indent + ')'
+        body = [f'{pad}{k!r}: {python_literal(v, inner, inner + len(repr(k)) + 2)}' for k, v in items]
+        return '{\n' + ',\n'.join(body) + ',\n' + ' ' * indent + '}'
+    open_, close = ('[', ']') if isinstance(value, list) else ('(', ')')
+    body = [f'{pad}{python_literal(v, inner)}' for v in value]
+    return open_ + '\n' + ',\n'.join(body) + ',\n' + ' ' * indent + close
+
+
+def _flat(value: Any) -> str:
+    if isinstance(value, dict):
+        items = sorted(value.items())
+        if all(_IDENTIFIER.match(k) and k not in _KEYWORDS for k, _ in items):
+            return 'dict(' + ', '.join(f'{k}={_flat(v)}' for k, v in items) + ')'
+        return '{' + ', '.join(f'{k!r}: {_flat(v)}' for k, v in items) + '}'
+    if isinstance(value, list):
+        return '[' + ', '.join(_flat(v) for v in value) + ']'
+    if isinstance(value, tuple):
+        return '(' + ', '.join(_flat(v) for v in value) + (',)' if len(value) == 1 else ')')
+    if isinstance(value, float):
+        return repr(value) if value == value and value not in (float('inf'), float('-inf')) else \
+            f'float({str(value)!r})'
+    return repr(value)
+
+
+_KEYWORDS = frozenset(keyword.kwlist)   # dict(k=v) cannot take these as k
+
+
+def render_config(cfg: Mapping[str, Any], header: str) -> str:
+    names = [n for n in _LEADING if n in cfg] + sorted(n for n in cfg if n not in _LEADING)
+    lines = [header.rstrip('\n'), '']
+    for name in names:
+        lines.append(f'{name} = {python_literal(cfg[name], 0, len(name) + 3)}')
+    return '\n'.join(lines) + '\n'
+
+
+def _comment(text: str) -> str:
+    return ' '.join(str(text).split())   # one line: a newline in a formula must not end the comment
+
+
+def export_header(results: StudyResults, chosen: RankedGenome, search_config: str, out: str,
+                  total: int) -> str:
+    name = osp.splitext(osp.basename(out))[0]
+    seeds = {t.number: t.seed for t in results.trials}
+    evaluations = ', '.join(f'trial {n} (seed {seeds.get(n)})' for n in chosen.trials)
+    lines = [
+        f'# DetKDS searched distiller exported by `detkds-search export` (rank {chosen.rank} of {total}).',
+        '# Re-export instead of editing: the same storage gives the same file.',
+        f'# study:         {_comment(results.study)}',
+        f'# storage:       {_comment(results.storage)}',
+        f'# search config: {_comment(search_config)}',
+        f'# formula:       {_comment(chosen.formula)}',
+        f'# proxy AP:      {chosen.value:.4f} (mean of {len(chosen.trials)} COMPLETE evaluation(s): {evaluations})',
+        f'# first trial:   {chosen.trials[0]} (stage {chosen.stage}, {chosen.input or "?"}), genome key {chosen.key[:16]}',
+        '#',
+        '# Paths (teacher config and checkpoint, data, evaluator files) are as given in the search config: relative',
+        '# ones are relative to the folder the search was launched in (typically the repository root). Run from there:',
+        f'#   detkds-search train {out}                                        # one GPU (or CPU)',
+        f'#   torchrun --nproc_per_node=N --no-python detkds-search train {out} --launcher pytorch',
+        f'#   detkds-search transfer work_dirs/{name}/final.pth {name}_student.pth  # plain MMDetection checkpoint',
+        '# The student checkpoint loads with the student config in `model.student.config` below (init_detector).',
+    ]
+    return '\n'.join(lines) + '\n'
+
+
+def write_atomic(path: str, text: str) -> None:
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.part')
+    try:
+        with os.fdopen(fd, 'w') as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+def search_config_of(results: StudyResults, override: Optional[str] = None) -> str:
+    path = override or results.user_attrs.get(st.STUDY_CONFIG)
+    if not path:
+        raise ConfigError(f'study {results.study!r} does not record its search config; pass --search-config PATH')
+    if not osp.isfile(path):
+        raise ConfigError(f'the search config of study {results.study!r} is not at {path} any more (moved or '
+                          'deleted); pass --search-config PATH')
+    return path
+
+
+def render_export(results: StudyResults, rank: int, out: str, search_config: Optional[str] = None) -> str:
+    """The exported file's text for the rank-``rank`` genome of ``results``."""
+    from distill_core.model_config import load_config
+    path = search_config_of(results, search_config)
+    raw = {k: v for k, v in load_config(path).to_dict().items() if not k.startswith('_')}
+    chosen = results.at_rank(rank)
+    cfg = build_export_config(raw, chosen.genome, path)
+    text = render_config(cfg, export_header(results, chosen, path, out, len(results.ranked())))
+    compile(text, out, 'exec')   # a writer bug must not leave an unloadable file
+    return text
+
+
+def export_study(study: str, out: Optional[str] = None, storage: Optional[str] = None,
+                 run_dir: Optional[str] = None, rank: int = 1, search_config: Optional[str] = None,
+                 results: Optional[StudyResults] = None) -> Exported:
+    """Write the rank-``rank`` distiller of ``study`` to ``out`` (default ``<run_dir>/<study>_best.py``)."""
+    run_dir = run_dir or osp.join('runs', study)
+    results = results or read_results(study, storage, run_dir)
+    out = out or osp.join(run_dir, f'{study}_best.py')
+    text = render_export(results, rank, out, search_config)
+    write_atomic(out, text)
+    chosen = results.at_rank(rank)
+    return Exported(path=out, rank=rank, value=chosen.value, formula=chosen.formula, trials=chosen.trials)
+
+
+def exported_json(exported: Exported) -> str:
+    return json.dumps(dict(path=exported.path, rank=exported.rank, value=exported.value, formula=exported.formula,
+                           trials=list(exported.trials)), indent=2, sort_keys=True)

@@ -1,0 +1,134 @@
+"""The study in Optuna storage as the record of truth: trial attributes, stale trials, replay records.
+
+Trials are created and closed only by the controller (the Ray driver), so the storage needs to be reachable
+from the head node alone; workers just report metrics back through Ray.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Dict, List, Mapping, Optional
+
+import optuna
+from optuna.trial import TrialState
+
+from .evolution import COMPLETE, FAIL, PRUNED, Proposal, Record
+from .storage import (ATTR_FAIL_REASON, ATTR_FORMULA, ATTR_GENERATION, ATTR_GENOME, ATTR_PARENTS, ATTR_SEED,
+                      ATTR_STAGE, ATTR_WALL_TIME)
+
+ATTR_KEY = 'key'                  # canonical genome hash
+ATTR_INPUT = 'input'              # stage-1 knowledge input, or 'combined' in stage 2
+ATTR_KIND = 'kind'                # 'explore' | 'reeval'
+ATTR_INTERRUPTED = 'interrupted'  # closed because its controller died or was stopped: re-run on resume
+ATTR_METRICS = 'metrics'          # AP, AP50, AP75, APs, APm, APl of the proxy
+ATTR_CURVE = 'curve'              # every report of the trial: iteration, loss terms, AP
+
+STUDY_SPACE_HASH = 'space_hash'
+STUDY_PLAN = 'search_plan'
+STUDY_CONFIG = 'config'
+STUDY_STARTED = 'started_at'
+STUDY_PROGRESS = 'progress'
+STUDY_CONCURRENCY = 'max_concurrent'
+
+_STATES = {COMPLETE: TrialState.COMPLETE, FAIL: TrialState.FAIL, PRUNED: TrialState.PRUNED}
+
+
+def open_study(storage, name: str, create: bool = True) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if create:
+        return optuna.create_study(storage=storage, study_name=name, direction='maximize', load_if_exists=True)
+    return optuna.load_study(storage=storage, study_name=name)
+
+
+def study_exists(storage, name: str) -> bool:
+    return any(s.study_name == name for s in storage.get_all_studies())
+
+
+def close_stale_trials(study: optuna.Study, reason: str) -> int:
+    """Mark trials left RUNNING/WAITING (a dead or stopped controller) FAIL + interrupted; they are re-run."""
+    closed = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        study._storage.set_trial_user_attr(trial._trial_id, ATTR_INTERRUPTED, True)
+        study._storage.set_trial_user_attr(trial._trial_id, ATTR_FAIL_REASON, reason)
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        closed += 1
+    return closed
+
+
+def replay_records(study: optuna.Study) -> List[Record]:
+    """The finished trials as evolution records (in trial order)."""
+    records = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL,
+                                                          TrialState.PRUNED)):
+        attrs = trial.user_attrs
+        if ATTR_KEY not in attrs:
+            continue   # not a search trial (e.g. a baseline reference run)
+        records.append(Record(
+            key=attrs[ATTR_KEY], seed=int(attrs[ATTR_SEED]), state=trial.state.name, value=trial.value,
+            stage=int(attrs.get(ATTR_STAGE, 1)), input=attrs.get(ATTR_INPUT, ''),
+            generation=int(attrs.get(ATTR_GENERATION, 0)), kind=attrs.get(ATTR_KIND, 'explore'),
+            genome=attrs.get(ATTR_GENOME), reason=attrs.get(ATTR_FAIL_REASON, ''),
+            interrupted=bool(attrs.get(ATTR_INTERRUPTED, False))))
+    return records
+
+
+class TrialBook:
+    """Creates and closes the Optuna trial of each proposal."""
+
+    def __init__(self, study: optuna.Study):
+        self.study = study
+        self.open: Dict[str, Any] = {}          # proposal id -> optuna.Trial
+        self.started: Dict[str, float] = {}
+        self.curves: Dict[str, List[Dict[str, float]]] = {}
+        self._number_of_key: Dict[str, int] = {}
+        for trial in study.get_trials(deepcopy=False):
+            key = trial.user_attrs.get(ATTR_KEY)
+            if key is not None and key not in self._number_of_key:
+                self._number_of_key[key] = trial.number
+
+    def start(self, proposal: Proposal) -> int:
+        trial = self.study.ask()
+        genome = proposal.genome
+        attrs = {ATTR_GENOME: genome.to_json(), ATTR_FORMULA: genome.formula(), ATTR_KEY: proposal.key,
+                 ATTR_STAGE: proposal.stage, ATTR_INPUT: proposal.input, ATTR_GENERATION: proposal.generation,
+                 ATTR_KIND: proposal.kind, ATTR_SEED: proposal.seed,
+                 ATTR_PARENTS: [self._number_of_key[k] for k in proposal.parents if k in self._number_of_key]}
+        for name, value in attrs.items():
+            trial.set_user_attr(name, value)
+        self._number_of_key.setdefault(proposal.key, trial.number)
+        self.open[proposal.id] = trial
+        self.started[proposal.id] = time.time()
+        self.curves[proposal.id] = []
+        return trial.number
+
+    def report(self, proposal_id: str, result: Mapping[str, Any]) -> None:
+        trial = self.open.get(proposal_id)
+        if trial is None:
+            return
+        row = {k: float(v) for k, v in result.items()
+               if isinstance(v, (int, float)) and (k == 'iteration' or k.startswith(('loss', 'AP')))}
+        if row:
+            self.curves[proposal_id].append(row)
+        if 'AP' in result and 'iteration' in result:
+            trial.report(float(result['AP']), step=int(result['iteration']))
+
+    def finish(self, proposal_id: str, state: str, value: Optional[float], reason: str = '',
+               metrics: Optional[Mapping[str, float]] = None) -> None:
+        trial = self.open.pop(proposal_id)
+        trial.set_user_attr(ATTR_WALL_TIME, round(time.time() - self.started.pop(proposal_id), 3))
+        trial.set_user_attr(ATTR_CURVE, json.dumps(self.curves.pop(proposal_id, [])))
+        if metrics:
+            trial.set_user_attr(ATTR_METRICS, {k: float(v) for k, v in metrics.items()})
+        if reason:
+            trial.set_user_attr(ATTR_FAIL_REASON, reason[:2000])
+        if state == COMPLETE:
+            self.study.tell(trial, float(value))
+        else:
+            self.study.tell(trial, state=_STATES[state])
+
+    def interrupt_all(self, reason: str) -> int:
+        for proposal_id in list(self.open):
+            trial = self.open[proposal_id]
+            trial.set_user_attr(ATTR_INTERRUPTED, True)
+            self.finish(proposal_id, FAIL, None, reason)
+        return 0
