@@ -211,6 +211,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     register_all_modules(init_default_scope=True)
+    distill_core.register_all_modules()   # the distiller, SearchedDistillLoss and the ops
     MMLogger.get_current_instance().setLevel(logging.WARNING)   # no per-parameter init_weights lines
     space = Space.default()
 

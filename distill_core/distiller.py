@@ -11,11 +11,18 @@ and by every distillation loss. Distillation losses are modules of two kinds:
 
 A loss that needs more of the student's forward than the dense head declares ``student_recorders`` (a mapping
 key -> module path); those modules' calls are recorded during the student's loss forward into ``ctx.recorded``.
+
+Shared teachers: ``teacher_forward(inputs)`` returns the step's :class:`TeacherOutputs`, which ``loss(...,
+teacher_outputs=...)`` accepts instead of running the teacher itself, so that several distillers holding the same
+teacher module (``workers/proxy.py`` trains K candidate students in lockstep on the same batches) pay the teacher
+forward once per step. Teacher-only per-step values that a loss caches lazily (head outputs, decoded boxes) are
+kept in ``TeacherOutputs.shared`` for the next student of the step.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from mmdet.models.detectors.base import BaseDetector
@@ -61,6 +68,19 @@ class _TeacherInputs(nn.Module):
             raw = raw.flip(1)
             return (raw - self.t_mean.flip(1)) / self.t_std.flip(1)
         return (raw - self.t_mean) / self.t_std
+
+
+# DistillContext cache keys that depend on the teacher and the batch only: shareable between the students of a step
+TEACHER_ONLY_CACHE_KEYS = ('teacher_head_outputs', 'teacher_dense_boxes')
+
+
+@dataclass
+class TeacherOutputs:
+    """The teacher's side of one step: its preprocessed batch, its neck features and the teacher-only values
+    computed lazily by the losses (filled by the first student that needs them)."""
+    inputs: Tensor
+    feats: Tuple[Tensor, ...]
+    shared: Dict[str, Any] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -226,10 +246,19 @@ class DetectionDistiller(BaseDetector):
             return tuple(feats)
         return tuple(self.adapters[f'fpn{i}'](f) for i, f in enumerate(feats))
 
-    def loss(self, batch_inputs: Tensor, batch_data_samples) -> Dict[str, Tensor]:
-        with torch.no_grad():
-            teacher_inputs = self.teacher_inputs(batch_inputs)
-            teacher_feats = tuple(self.teacher.extract_feat(teacher_inputs))
+    @torch.no_grad()
+    def teacher_forward(self, batch_inputs: Tensor) -> TeacherOutputs:
+        """The teacher's features of the student's preprocessed batch (no gradient)."""
+        teacher_inputs = self.teacher_inputs(batch_inputs)
+        return TeacherOutputs(teacher_inputs, tuple(self.teacher.extract_feat(teacher_inputs)))
+
+    def loss(self, batch_inputs: Tensor, batch_data_samples,
+             teacher_outputs: Optional[TeacherOutputs] = None) -> Dict[str, Tensor]:
+        """Detection + distillation losses. ``teacher_outputs``: this batch's ``teacher_forward`` result, computed
+        once for several students sharing the teacher; None runs the teacher here."""
+        if teacher_outputs is None:
+            teacher_outputs = self.teacher_forward(batch_inputs)
+        teacher_inputs, teacher_feats = teacher_outputs.inputs, teacher_outputs.feats
         raw_feats = tuple(self.student.extract_feat(batch_inputs))
         if len(raw_feats) != len(teacher_feats):
             raise ConfigError(f'student gives {len(raw_feats)} feature levels, teacher {len(teacher_feats)}')
@@ -238,7 +267,7 @@ class DetectionDistiller(BaseDetector):
         ctx = DistillContext(
             inputs=batch_inputs, data_samples=batch_data_samples, student=self.student, teacher=self.teacher,
             student_feats=self.adapt(raw_feats), raw_student_feats=raw_feats, teacher_feats=teacher_feats,
-            teacher_inputs=teacher_inputs, recorded=recorded)
+            teacher_inputs=teacher_inputs, recorded=recorded, cache=dict(teacher_outputs.shared))
         for name, level, key in self._plan:
             module = self.distill_losses[key]
             if level is None:
@@ -247,6 +276,7 @@ class DetectionDistiller(BaseDetector):
                 extra = module.step_inputs(ctx, level) if hasattr(module, 'step_inputs') else {}
                 out = module(ctx.student_feats[level], teacher_feats[level], batch_data_samples, **extra)
             losses.update(_named_outputs(out, name, '' if level is None else f'_fpn{level}'))
+        teacher_outputs.shared.update({key: ctx.cache[key] for key in TEACHER_ONLY_CACHE_KEYS if key in ctx.cache})
         return losses
 
 

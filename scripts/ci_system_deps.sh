@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Debian packages the test-suite uses: a PostgreSQL server (tests start a private one on loopback).
+# Debian packages the test-suite uses: a PostgreSQL server (tests start a private one on loopback) and
+# Chromium (headless screenshots of the dashboard).
 set -euo pipefail
 need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "[deps] installing ${need[*]}"
   SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo

@@ -69,6 +69,33 @@ def cmd_status(args) -> None:
     print(json.dumps(status, indent=2) if args.json else format_status(status))
 
 
+def cmd_export(args) -> None:
+    from .export import export_study, exported_json
+    exported = export_study(args.study, out=args.out, storage=args.storage, run_dir=args.run_dir, rank=args.rank,
+                            search_config=args.search_config)
+    print(exported_json(exported) if args.json else
+          f'wrote {exported.path}: rank {exported.rank}, proxy AP {exported.value:.4f}, {exported.formula}')
+
+
+def cmd_dashboard(args) -> None:
+    from .dashboard import serve
+    serve(args.study, storage=args.storage, run_dir=args.run_dir, host=args.host, port=args.port,
+          annotate=not args.no_annotate)
+
+
+def cmd_report(args) -> None:
+    from .report import write_report
+    print(f'wrote {write_report(args.study, args.out, storage=args.storage, run_dir=args.run_dir)}')
+
+
+def cmd_baselines(args) -> None:
+    from .baselines import run_baselines
+    done = run_baselines(args.config, args.study, names=args.names, storage=args.storage, run_dir=args.run_dir,
+                         log=lambda line: print(line, file=sys.stderr, flush=True))   # stdout: the result only
+    print(json.dumps(done, indent=2, sort_keys=True) if args.json else
+          '\n'.join(f'{name}: proxy AP {value:.4f}' for name, value in sorted(done.items())))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='detkds-search', description=__doc__.splitlines()[0])
     parser.add_argument('--debug', action='store_true', help='show tracebacks for errors')
@@ -130,6 +157,38 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument('--study', required=True)
     storage_args(status)
     status.set_defaults(func=cmd_status)
+
+    export = sub.add_parser('export', help='the best (or rank-N) distiller as a standalone training config')
+    export.add_argument('--study', required=True)
+    storage_args(export)
+    export.add_argument('--rank', type=int, default=1, help='1 = best mean proxy AP (default)')
+    export.add_argument('-o', '--out', help='output file (default <run-dir>/<study>_best.py)')
+    export.add_argument('--search-config', help='the search config, when it moved since the launch')
+    export.set_defaults(func=cmd_export)
+
+    dashboard = sub.add_parser('dashboard', help='optuna-dashboard on the study storage, with the search views')
+    dashboard.add_argument('--study', help='annotate only this study (default: every search study in storage); '
+                                           'also names the default storage runs/<study>/study.journal')
+    storage_args(dashboard)
+    dashboard.add_argument('--host', default='127.0.0.1')
+    dashboard.add_argument('--port', type=int, default=8080)
+    dashboard.add_argument('--no-annotate', action='store_true',
+                           help='serve only: do not write notes and plots into the study')
+    dashboard.set_defaults(func=cmd_dashboard)
+
+    report = sub.add_parser('report', help='a self-contained HTML page of a search')
+    report.add_argument('--study', required=True)
+    storage_args(report)
+    report.add_argument('-o', '--out', required=True, help='HTML file to write')
+    report.set_defaults(func=cmd_report)
+
+    baselines = sub.add_parser('baselines', help='no distillation, FGD, MGD, PKD under the search\'s proxy')
+    baselines.add_argument('config', help='the search config of the study')
+    baselines.add_argument('--study', required=True)
+    storage_args(baselines)
+    baselines.add_argument('--names', nargs='+', help='baselines to run (default: the config\'s `baselines` '
+                                                      'or none, fgd, mgd, pkd)')
+    baselines.set_defaults(func=cmd_baselines)
     return parser
 
 

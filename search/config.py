@@ -1,7 +1,8 @@
 """The search config (``configs/search/*.py``): loading, validation and the pieces the controller derives.
 
 Sections: ``teacher``, ``student``, ``data`` (optional), ``proxy`` and ``space`` (read by the workers),
-``search`` (the evolution's StagePlan), ``scheduler``, ``resources``, ``budget`` and ``full_training``.
+``search`` (the evolution's StagePlan), ``scheduler``, ``resources``, ``budget``, ``full_training`` (export,
+search/export.py) and ``baselines`` (reference runs, search/baselines.py).
 Every key is checked here or by the component that reads it; a typo is an error naming the key and the file.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Dict, Mapping, Optional
 from distill_core.errors import ConfigError
 
 SECTIONS = {'teacher', 'student', 'data', 'proxy', 'space', 'search', 'scheduler', 'resources', 'budget',
-            'full_training'}
+            'full_training', 'baselines'}
 REQUIRED = ('teacher', 'student', 'proxy', 'search')
 RESOURCE_KEYS = {'cpus_per_trial': 1, 'gpus_per_trial': 0, 'max_concurrent': 2}
 BUDGET_KEYS = {'max_trials': None, 'max_hours': None}

@@ -83,6 +83,11 @@ class Launch:
             check_ray_address(ray_address)
         self.plan = StagePlan.from_config(self.cfg.raw['search'], self.cfg.source)
         self.max_trials = max_trials if max_trials is not None else self.cfg.budget['max_trials']
+        from .export import check_full_training   # a bad section must fail now, not after the search
+        check_full_training(self.cfg.raw.get('full_training'), self.cfg.source)
+        if self.cfg.raw.get('baselines'):
+            from .baselines import baseline_specs
+            baseline_specs(self.cfg.raw, self.cfg.source)
 
     # ------------------------------------------------------------------ study and evolution
     def _open_study(self):
@@ -132,7 +137,29 @@ class Launch:
             from workers.prepare import prepare_search_inputs
             prepare_search_inputs(self.cfg.raw, self.cfg.base_dir, log=self.log)
             self._run_trials(study, evolution, started_at)
-        return self._summary(study, evolution)
+        summary = self._summary(study, evolution)
+        if evolution.finished:
+            summary.update(self._after_search(study))
+        return summary
+
+    def _after_search(self, study) -> Dict[str, Any]:
+        """Baselines listed in the config (reference lines), then the best distiller's training config."""
+        from .baselines import run_baselines_in_study
+        from .export import export_study
+        if self.cfg.raw.get('baselines'):
+            try:
+                run_baselines_in_study(study, self.cfg.raw, self.cfg.source, self.cfg.base_dir, log=self.log)
+            except DetKDSError as exc:   # reference lines only: the search result still gets exported
+                self.log(f'[search] baselines stopped: {exc}')
+        out = osp.join(self.run_dir, f'{self.study_name}_best.py')
+        try:
+            exported = export_study(self.study_name, out=out, run_dir=self.run_dir,
+                                    opened=(study, self.storage_shown))
+        except DetKDSError as exc:   # the search itself is done and stored; export can be re-run by hand
+            self.log(f'[search] export failed: {exc} (re-run `detkds-search export --study {self.study_name}`)')
+            return dict(exported=None, export_error=str(exc))
+        self.log(f'[search] exported the best distiller (proxy AP {exported.value:.4f}) to {exported.path}')
+        return dict(exported=exported.path)
 
     def _run_trials(self, study, evolution: Evolution, started_at: float) -> None:
         import ray
@@ -141,7 +168,7 @@ class Launch:
 
         from workers.tune_trial import proxy_trainable
 
-        from .searcher import EvolutionSearcher
+        from .searcher import EvolutionSearcher, TrialRetryRecorder
         book = st.TrialBook(study)
         finished = sum(1 for r in st.replay_records(study) if not r.interrupted)
         max_new = None if self.max_trials is None else max(self.max_trials - finished, 0)
@@ -195,6 +222,7 @@ class Launch:
                                         max_concurrent_trials=concurrency, reuse_actors=False),
             run_config=tune.RunConfig(name=self.study_name, storage_path=osp.join(self.run_dir, 'ray'),
                                       verbose=0, failure_config=tune.FailureConfig(max_failures=2),
+                                      callbacks=[TrialRetryRecorder(searcher)],
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
         interrupted = False
         try:

@@ -17,6 +17,7 @@ Annotation is idempotent: a note or plot is rewritten only when its content chan
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Dict, List, Optional
 
 import optuna
@@ -40,7 +41,18 @@ class _Figure:
         self.payload = {'data': data, 'layout': layout}
 
     def to_json(self) -> str:
-        return json.dumps(self.payload, sort_keys=True)
+        # JSON.parse in the browser rejects NaN/Infinity (a diverged loss): plotly draws a gap for null
+        return json.dumps(_finite(self.payload), sort_keys=True, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _fmt(value: Optional[float]) -> str:
@@ -59,7 +71,7 @@ def trial_note(results: StudyResults, trial: TrialView) -> str:
     else:
         lines = [f'### Trial {trial.number}: stage {trial.stage}, input {trial.input}, generation '
                  f'{trial.generation} ({trial.kind}, seed {trial.seed})',
-                 f'**Formula:** `{_md(trial.formula)}`', '',
+                 f'**Formula:** `{trial.formula}`', '',
                  f'Genome key `{(trial.key or "")[:16]}`' + (' (interrupted: re-run on resume)'
                                                              if trial.interrupted else '')]
     if trial.reason:
@@ -71,7 +83,7 @@ def trial_note(results: StudyResults, trial: TrialView) -> str:
             {k for row in trial.curve for k in row if k.startswith('AP')})
         lines += ['', '**Curve** (every report of the proxy: loss terms and AP)', '',
                   '| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
-        for row in trial.curve:
+        for row in _by_iteration(trial.curve):
             cells = [str(int(row['iteration'])) if 'iteration' in row else '-']
             cells += [f'{row[c]:.4g}' if c in row else '' for c in columns[1:]]
             lines.append('| ' + ' | '.join(cells) + ' |')
@@ -109,6 +121,14 @@ def study_note(results: StudyResults) -> str:
     else:
         lines.append('None evaluated (`detkds-search baselines CONFIG --study NAME`).')
     return '\n'.join(lines) + '\n'
+
+
+def _by_iteration(curve: List[Dict[str, float]]) -> List[Dict[str, float]]:
+    """One row per iteration: the final report repeats the last evaluation's metrics, merge it."""
+    rows: Dict[Any, Dict[str, float]] = {}
+    for row in curve:
+        rows.setdefault(row.get('iteration', len(rows)), {}).update(row)
+    return list(rows.values())
 
 
 # --------------------------------------------------------------------------- plots
@@ -154,8 +174,7 @@ def loss_terms_figure(results: StudyResults) -> Optional[_Figure]:
              'x': [row['iteration'] for row in trial.curve if term in row and 'iteration' in row],
              'y': [row[term] for row in trial.curve if term in row and 'iteration' in row]}
             for term in results.loss_terms(trial)]
-    return _Figure(data, {'title': {'text': f'Loss terms of the best genome (trial {trial.number}): '
-                                            f'{ranked[0].formula}'},
+    return _Figure(data, {'title': {'text': f'Loss terms of the best genome (trial {trial.number})'},
                           'xaxis': {'title': {'text': 'iteration'}}, 'yaxis': {'title': {'text': 'loss'}}})
 
 

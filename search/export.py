@@ -16,7 +16,9 @@ and the genome as a ``SearchedDistillLoss``. The search config's ``full_training
         seed=0,                   # randomness.seed
     )
 
-Every key is optional; an unknown key is a ConfigError naming it. Output is deterministic: the same storage
+Every key is optional; an unknown key is a ConfigError naming it. When the search config names a data root
+(``data.data_root`` or ``data.generate_shapes.out``), the exported dataloaders and evaluators use it, as the
+proxies did. Output is deterministic: the same storage
 and search config give a byte-identical file (sorted keys, no timestamps), written atomically.
 """
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from distill_core.errors import ConfigError
 
 from . import study as st
-from .results import RankedGenome, StudyResults, read_results
+from .results import STUDY_EXPORTED, RankedGenome, StudyResults, open_results_study, results_of
 
 FULL_TRAINING_KEYS = ('max_iters', 'max_epochs', 'val_interval', 'batch_size', 'optimizer', 'grad_clip',
                       'param_scheduler', 'seed')
@@ -88,16 +90,18 @@ def check_full_training(section: Optional[Mapping], source: str) -> Dict[str, An
     return dict(section)
 
 
-def _stretch(schedulers: List[Dict], ratio: float) -> List[Dict]:
-    """Scale the iteration positions of iteration-based schedulers by ``ratio``."""
+def _stretch(schedulers: List[Dict], ratio: float, by_epoch: bool) -> List[Dict]:
+    """Scale begin/end/milestones of the schedulers counted in the loop's unit (epochs or iterations) by
+    ``ratio``; the others (e.g. an iteration warmup in an epoch-based schedule) keep their length."""
     out = []
     for sched in schedulers:
         sched = dict(sched)
-        for key in ('begin', 'end', 'T_max'):
-            if isinstance(sched.get(key), int):
-                sched[key] = int(round(sched[key] * ratio))
-        if isinstance(sched.get('milestones'), (list, tuple)):
-            sched['milestones'] = [int(round(m * ratio)) for m in sched['milestones']]
+        if bool(sched.get('by_epoch', True)) == by_epoch:   # mmengine's default unit is the epoch
+            for key in ('begin', 'end', 'T_max'):
+                if isinstance(sched.get(key), int):
+                    sched[key] = int(round(sched[key] * ratio))
+            if isinstance(sched.get('milestones'), (list, tuple)):
+                sched['milestones'] = [int(round(m * ratio)) for m in sched['milestones']]
         out.append(sched)
     return out
 
@@ -127,7 +131,7 @@ def apply_full_training(cfg: Dict[str, Any], section: Mapping, source: str) -> N
     elif cfg.get('param_scheduler') and old_len and new_len != old_len:
         schedulers = cfg['param_scheduler']
         schedulers = [schedulers] if isinstance(schedulers, Mapping) else list(schedulers)
-        cfg['param_scheduler'] = _stretch(schedulers, new_len / old_len)
+        cfg['param_scheduler'] = _stretch(schedulers, new_len / old_len, by_epoch=not wants_iter)
     wrapper = dict(cfg.get('optim_wrapper') or {'type': 'OptimWrapper'})
     if 'optimizer' in section:
         wrapper['optimizer'] = dict(section['optimizer'])
@@ -168,6 +172,13 @@ def build_export_config(search_raw: Mapping[str, Any], genome: Mapping[str, Any]
         'distill_losses': [{'name': 'searched',
                             'loss': {'type': 'SearchedDistillLoss', 'genome': _plain(dict(genome))}}],
     }
+    data = search_raw.get('data') or {}
+    data_root = data.get('data_root') or (data.get('generate_shapes') or {}).get('out')
+    if data_root:   # the search trained its proxies there (workers.prepare.proxy_data_root): so does the export
+        from workers.full_training import use_data_root
+        use_data_root(cfg, data_root)
+        if isinstance(cfg.get('data_root'), str):
+            cfg['data_root'] = data_root.rstrip('/') + '/'
     apply_full_training(cfg, check_full_training(search_raw.get('full_training'), source), source)
     cfg['custom_imports'] = dict(CUSTOM_IMPORTS)
     cfg.setdefault('default_scope', 'mmdet')
@@ -244,7 +255,7 @@ def _comment(text: str) -> str:
 
 
 def export_header(results: StudyResults, chosen: RankedGenome, search_config: str, out: str,
-                  total: int) -> str:
+                  total: int, student_config: str = '') -> str:
     name = osp.splitext(osp.basename(out))[0]
     seeds = {t.number: t.seed for t in results.trials}
     evaluations = ', '.join(f'trial {n} (seed {seeds.get(n)})' for n in chosen.trials)
@@ -260,10 +271,10 @@ def export_header(results: StudyResults, chosen: RankedGenome, search_config: st
         '#',
         '# Paths (teacher config and checkpoint, data, evaluator files) are as given in the search config: relative',
         '# ones are relative to the folder the search was launched in (typically the repository root). Run from there:',
-        f'#   detkds-search train {out}                                        # one GPU (or CPU)',
-        f'#   torchrun --nproc_per_node=N --no-python detkds-search train {out} --launcher pytorch',
-        f'#   detkds-search transfer work_dirs/{name}/final.pth {name}_student.pth  # plain MMDetection checkpoint',
-        '# The student checkpoint loads with the student config in `model.student.config` below (init_detector).',
+        f'# Train (one GPU or CPU):  detkds-search train {out}',
+        f'# Train (N GPUs):          torchrun --nproc_per_node=N --no-python detkds-search train {out} --launcher pytorch',
+        f'# Student checkpoint:      detkds-search transfer work_dirs/{name}/final.pth {name}_student.pth',
+        f'# Plain MMDetection loads: init_detector({_comment(student_config)!r}, {name + "_student.pth"!r})',
     ]
     return '\n'.join(lines) + '\n'
 
@@ -298,20 +309,28 @@ def render_export(results: StudyResults, rank: int, out: str, search_config: Opt
     raw = {k: v for k, v in load_config(path).to_dict().items() if not k.startswith('_')}
     chosen = results.at_rank(rank)
     cfg = build_export_config(raw, chosen.genome, path)
-    text = render_config(cfg, export_header(results, chosen, path, out, len(results.ranked())))
+    header = export_header(results, chosen, path, out, len(results.ranked()), raw['student']['config'])
+    text = render_config(cfg, header)
     compile(text, out, 'exec')   # a writer bug must not leave an unloadable file
     return text
 
 
 def export_study(study: str, out: Optional[str] = None, storage: Optional[str] = None,
                  run_dir: Optional[str] = None, rank: int = 1, search_config: Optional[str] = None,
-                 results: Optional[StudyResults] = None) -> Exported:
-    """Write the rank-``rank`` distiller of ``study`` to ``out`` (default ``<run_dir>/<study>_best.py``)."""
+                 opened: Optional[Tuple[Any, str]] = None) -> Exported:
+    """Write the rank-``rank`` distiller of ``study`` to ``out`` (default ``<run_dir>/<study>_best.py``).
+
+    ``opened``: (optuna study, masked storage URL) when the caller holds the study already (the controller).
+    The path is recorded in the study (user attribute ``exported_config``) for the dashboard and the report.
+    """
     run_dir = run_dir or osp.join('runs', study)
-    results = results or read_results(study, storage, run_dir)
+    optuna_study, shown = opened or open_results_study(study, storage, run_dir)
+    results = results_of(optuna_study, shown)
     out = out or osp.join(run_dir, f'{study}_best.py')
     text = render_export(results, rank, out, search_config)
     write_atomic(out, text)
+    if rank == 1 and results.user_attrs.get(STUDY_EXPORTED) != osp.abspath(out):
+        optuna_study.set_user_attr(STUDY_EXPORTED, osp.abspath(out))
     chosen = results.at_rank(rank)
     return Exported(path=out, rank=rank, value=chosen.value, formula=chosen.formula, trials=chosen.trials)
 

@@ -14,8 +14,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from . import study as st
 from .results import STUDY_EXPORTED, StudyResults, baseline_label, read_results
 
-WIDTH, HEIGHT = 720, 320
-MARGIN = dict(left=60, right=190, top=34, bottom=44)
+WIDTH, HEIGHT = 820, 320
+MARGIN = dict(left=60, right=250, top=34, bottom=44)
 # colour-blind-safe palette (Okabe-Ito), then greys for the baselines
 COLOURS = ('#0072B2', '#E69F00', '#009E73', '#CC79A7', '#D55E00', '#56B4E9', '#F0E442', '#000000')
 BASELINE_COLOURS = ('#555555', '#888888', '#333333', '#aaaaaa', '#777777')
@@ -58,7 +58,7 @@ def svg_chart(title: str, series: Dict[str, Sequence[Tuple[float, float]]], xlab
         x0, x1 = x0 - 0.5, x1 + 0.5
     y0, y1 = min(ys), max(ys)
     pad = (y1 - y0) * 0.08 or max(abs(y1) * 0.1, 0.01)
-    y0, y1 = y0 - pad, y1 + pad
+    y0, y1 = (max(y0 - pad, 0.0) if y0 >= 0 else y0 - pad), y1 + pad   # AP is never negative
     left, top = MARGIN['left'], MARGIN['top']
     plot_w, plot_h = WIDTH - left - MARGIN['right'], HEIGHT - top - MARGIN['bottom']
 
@@ -119,8 +119,8 @@ def _baselines(results: StudyResults) -> Dict[str, float]:
     return {f'{baseline_label(k)} (baseline)': v for k, v in results.baselines().items()}
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[int] = ()) -> str:
-    head = ''.join(f'<th>{_esc(h)}</th>' for h in header)
+def _table(header: Optional[Sequence[str]], rows: Sequence[Sequence[str]], numeric: Sequence[int] = ()) -> str:
+    head = '<thead><tr>' + ''.join(f'<th>{_esc(h)}</th>' for h in header) + '</tr></thead>' if header else ''
     body = []
     for row in rows:
         cells = []
@@ -128,7 +128,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequen
             cls = ' class="num"' if i in numeric else ''
             cells.append(f'<td{cls}>{cell}</td>')
         body.append('<tr>' + ''.join(cells) + '</tr>')
-    return f'<table><thead><tr>{head}</tr></thead><tbody>' + ''.join(body) + '</tbody></table>'
+    return f'<table>{head}<tbody>' + ''.join(body) + '</tbody></table>'
 
 
 def _ap(value: Optional[float]) -> str:
@@ -147,7 +147,7 @@ def render_report(results: StudyResults) -> str:
              ('trials', _esc(', '.join(f'{sum(t.state == s for t in results.trials)} {s.lower()}'
                                        for s in ('COMPLETE', 'PRUNED', 'FAIL', 'RUNNING')))),
              ('best', f'AP {ranked[0].value:.4f}: <code>{_esc(ranked[0].formula)}</code>' if ranked else 'none')]
-    out.append(_table(['', ''], [(f'<b>{k}</b>', v) for k, v in facts]))
+    out.append(_table(None, [(f'<b>{k}</b>', v) for k, v in facts]))
 
     out.append('<h2>Best proxy AP per generation</h2>')
     series = {label: [(float(g), v) for g, v in points] for label, points in results.generation_series().items()}

@@ -6,6 +6,7 @@ import math
 import time
 from typing import Any, Callable, Dict, Optional
 
+from ray.tune import Callback
 from ray.tune.search import Searcher
 
 from workers.tune_trial import FINAL
@@ -74,3 +75,36 @@ class EvolutionSearcher(Searcher):
                          else '', metrics)
         self.evolution.tell(proposal, outcome)
         self.on_progress(self.evolution, self.book)
+
+
+_NOISE = ('Traceback', 'File "', '^', '~', 'class_name:', 'actor_id:', 'namespace:')
+
+
+def _error_summary(failure: str) -> str:
+    """One line from a failure of Tune's error file ('N (occurred at DATE)' then the error): the messages
+    without traceback frames, e.g. 'The actor died because its node has died. Node Id: ...'."""
+    lines = [line.strip() for line in (failure or '').splitlines()[1:]]
+    return ' '.join(line for line in lines if line and not line.startswith(_NOISE))[-800:] or 'unknown error'
+
+
+class TrialRetryRecorder(Callback):
+    """Records in the trial's Optuna record each time Ray Tune re-runs it (FailureConfig.max_failures).
+
+    A trial whose actor or node dies (a preempted or lost worker machine) is restarted by Tune with the same
+    config, so it stays the same Optuna trial; Tune tells neither the searcher nor the scheduler. The study
+    keeps why (attribute ``ray_retries``) and the trial's curve restarts with the new attempt.
+    """
+
+    def __init__(self, searcher: EvolutionSearcher):
+        self.searcher = searcher
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        proposal = self.searcher.by_trial.get(trial.trial_id)
+        if proposal is None:
+            return
+        try:   # Tune appends each failure to the trial's local error file before calling back
+            with open(trial.error_file) as f:
+                reason = _error_summary(f.read().rsplit('Failure # ', 1)[-1])
+        except (OSError, TypeError) as exc:   # the reason is informative only; never break the run over it
+            reason = f'error text unavailable ({exc})'
+        self.searcher.book.retry(proposal.id, f'attempt {trial.num_failures}: {reason}')

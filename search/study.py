@@ -22,6 +22,7 @@ ATTR_KIND = 'kind'                # 'explore' | 'reeval'
 ATTR_INTERRUPTED = 'interrupted'  # closed because its controller died or was stopped: re-run on resume
 ATTR_METRICS = 'metrics'          # AP, AP50, AP75, APs, APm, APl of the proxy
 ATTR_CURVE = 'curve'              # every report of the trial: iteration, loss terms, AP
+ATTR_RETRIES = 'ray_retries'      # why Ray re-ran the trial from scratch (e.g. its node died), one line each
 
 STUDY_SPACE_HASH = 'space_hash'
 STUDY_PLAN = 'search_plan'
@@ -111,6 +112,19 @@ class TrialBook:
             self.curves[proposal_id].append(row)
         if 'AP' in result and 'iteration' in result:
             trial.report(float(result['AP']), step=int(result['iteration']))
+
+    def retry(self, proposal_id: str, reason: str) -> None:
+        """Ray restarts the trial from scratch (its worker or node was lost): same Optuna trial, new attempt.
+
+        The lost attempt's reports are dropped from the curve (the new attempt reports the same iterations
+        again); Optuna keeps the first value of an intermediate step, so those may come from the lost attempt.
+        """
+        trial = self.open.get(proposal_id)
+        if trial is None:
+            return
+        reasons = list(trial.user_attrs.get(ATTR_RETRIES, []))
+        trial.set_user_attr(ATTR_RETRIES, reasons + [reason[:1000]])
+        self.curves[proposal_id] = []
 
     def finish(self, proposal_id: str, state: str, value: Optional[float], reason: str = '',
                metrics: Optional[Mapping[str, float]] = None) -> None:

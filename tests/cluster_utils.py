@@ -6,8 +6,9 @@ node is SIGKILL to its group (a machine that disappears), and `shutdown` kills e
 whose command line still names this cluster's private temp dir (by PID, never by a broad name). `ray stop` is
 never used: it stops every Ray process of the machine, including other users' clusters.
 
-Token authentication is on for every node and for the drivers (`env`): one random token in RAY_AUTH_TOKEN, so no
-file in ~/.ray is read or written. Node death is detected in about 3 s (faster health checks than Ray's default).
+Token authentication is on for every node and for the drivers (`env`): one random token in a file of the temp
+dir named by RAY_AUTH_TOKEN_PATH (as docker-compose.yml does with its secret), so ~/.ray is neither read nor
+written. Node death is detected in about 2 s (faster health checks than Ray's default).
 """
 from __future__ import annotations
 
@@ -41,6 +42,30 @@ def _cmdline(pid: int) -> str:
         return ''
 
 
+def _environ_has(pid: int, needle: bytes) -> bool:
+    try:
+        with open(f'/proc/{pid}/environ', 'rb') as f:
+            return needle in f.read()
+    except OSError:
+        return False
+
+
+def _ppid(pid: int) -> Optional[int]:
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return int(f.read().rsplit(')', 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _state(pid: int) -> Optional[str]:
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def _pgid(pid: int) -> Optional[int]:
     try:
         return os.getpgid(pid)
@@ -62,13 +87,16 @@ class LocalRayCluster:
         self.address = f'{LOOPBACK}:{self.port}'
         self.nodes: Dict[str, subprocess.Popen] = {}
         self.killed: set = set()
-        self.env = dict(os.environ, RAY_AUTH_MODE='token', RAY_AUTH_TOKEN=secrets.token_hex(32),
+        self.token_path = os.path.join(self.temp_dir, 'auth_token')
+        with open(os.open(self.token_path, os.O_WRONLY | os.O_CREAT, 0o600), 'w') as f:
+            f.write(secrets.token_hex(32))
+        self.env = dict(os.environ, RAY_AUTH_MODE='token', RAY_AUTH_TOKEN_PATH=self.token_path,
                         RAY_USAGE_STATS_ENABLED='0',
                         # a lost node is declared dead after ~3 health checks instead of Ray's ~30 s
                         RAY_health_check_initial_delay_ms='0', RAY_health_check_period_ms=str(health_check_ms),
                         RAY_health_check_timeout_ms=str(health_check_ms),
                         RAY_health_check_failure_threshold='3')
-        for key in ('RAY_ADDRESS', 'RAY_AUTH_TOKEN_PATH'):
+        for key in ('RAY_ADDRESS', 'RAY_AUTH_TOKEN'):
             self.env.pop(key, None)
 
     # ------------------------------------------------------------------ nodes
@@ -98,6 +126,24 @@ class LocalRayCluster:
 
     def add_worker(self, name: str, num_cpus: int = 1, resources: Optional[Dict[str, float]] = None) -> None:
         self._start(name, [f'--address={self.address}'], num_cpus, resources)
+
+    def ensure_worker(self, num_cpus: int = 1) -> str:
+        """A live worker node besides the head (a fresh one when the last was killed); returns its name."""
+        alive = [name for name in self.nodes if name != 'head' and name not in self.killed]
+        if alive:
+            return alive[-1]
+        name = f'worker{len(self.nodes)}'
+        self.add_worker(name, num_cpus=num_cpus)
+        self.wait_for_nodes(2)
+        return name
+
+    def node_id(self, name: str) -> str:
+        """Ray's node id of a running node (read from its raylet's command line)."""
+        for pid in self.node_pids(name):
+            for arg in _cmdline(pid).split():
+                if arg.startswith('--node_id='):
+                    return arg.split('=', 1)[1]
+        raise RuntimeError(f'no raylet found for node {name}')
 
     def _check_alive(self, name: str) -> None:
         if self.nodes[name].poll() is not None:
@@ -136,21 +182,26 @@ class LocalRayCluster:
             time.sleep(1)
 
     def node_pids(self, name: str) -> List[int]:
-        pgid = self.nodes[name].pid
-        return [pid for pid in _pids() if _pgid(pid) == pgid]
+        """The node's daemons (its process group) and the worker processes its raylet spawned."""
+        group = self.nodes[name].pid
+        daemons = [pid for pid in _pids() if _pgid(pid) == group]
+        raylets = {pid for pid in daemons if '/raylet/raylet ' in _cmdline(pid)}
+        return daemons + [pid for pid in _pids() if _ppid(pid) in raylets and pid not in daemons]
 
     def busy_workers(self, name: str) -> List[str]:
-        """Titles of the node's Ray worker processes that run a task or actor (not idle)."""
+        """Process titles of the node's Ray workers that run a task or an actor (trials: ImplicitFunc.train)."""
         titles = [_cmdline(pid).strip() for pid in self.node_pids(name)]
-        return [t for t in titles if t.startswith('ray::') and not t.startswith('ray::IDLE')]
+        return [t for t in titles if t.startswith('ray::') and not t.startswith('ray::IDLE')
+                and not t.endswith('Agent')]
 
     def kill_node(self, name: str) -> None:
-        """SIGKILL every process of the node at once, as if its machine had vanished."""
+        """SIGKILL every process of the node, as if its machine had vanished."""
         self.killed.add(name)
-        try:
-            os.killpg(self.nodes[name].pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        for pid in self.node_pids(name):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.nodes[name].wait(timeout=30)
 
     # ------------------------------------------------------------------ teardown
@@ -164,9 +215,9 @@ class LocalRayCluster:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 pass
-        # Anything of this cluster that left its node's group still names the private temp dir.
+        # Ray's workers leave their node's group; every process of this cluster names its token file.
         for _ in range(3):
-            strays = [pid for pid in _pids() if pid != os.getpid() and self.temp_dir in _cmdline(pid)]
+            strays = self.leftover_pids()
             if not strays:
                 break
             for pid in strays:
@@ -178,9 +229,11 @@ class LocalRayCluster:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def leftover_pids(self) -> List[int]:
+        """Processes of this cluster still alive (drivers started with ``env`` included)."""
+        token = f'RAY_AUTH_TOKEN_PATH={self.token_path}\0'.encode()
         pgids = {proc.pid for proc in self.nodes.values()}
-        return [pid for pid in _pids() if pid != os.getpid()
-                and (_pgid(pid) in pgids or self.temp_dir in _cmdline(pid))]
+        return [pid for pid in _pids() if pid != os.getpid() and _state(pid) not in ('Z', None)
+                and (_pgid(pid) in pgids or _environ_has(pid, token))]
 
     def __enter__(self) -> 'LocalRayCluster':
         return self

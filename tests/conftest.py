@@ -127,3 +127,29 @@ def tiny_search(tmp_path_factory, shapes_root):
         except ProcessLookupError:
             pass
     return dict(cwd=str(cwd), study='tiny', config=config, returncode=proc.returncode, stdout=out, stderr=err)
+
+
+# --------------------------------------------------------------------------- results of the tiny search
+# Owner: export / dashboard / report tests. A copy of the finished tiny search's study (journal file) in its own
+# folder, with two baselines (student alone, PKD) evaluated under the same proxy: tests that write into a study
+# (baselines, dashboard notes) must not change the shared `tiny_search` study other tests check.
+@pytest.fixture(scope='session')
+def tiny_results(tmp_path_factory, tiny_search):
+    import shutil
+    import subprocess
+    import sys
+    assert tiny_search['returncode'] == 0, tiny_search['stderr'][-4000:]
+    cwd = tmp_path_factory.mktemp('tiny_results')
+    study = tiny_search['study']
+    os.makedirs(cwd / 'runs' / study)
+    shutil.copyfile(os.path.join(tiny_search['cwd'], 'runs', study, 'study.journal'),
+                    cwd / 'runs' / study / 'study.journal')
+    os.symlink(os.path.join(tiny_search['cwd'], 'data'), cwd / 'data')
+    result = subprocess.run([sys.executable, '-m', 'search.cli', 'baselines', tiny_search['config'], '--study', study,
+                             '--names', 'none', 'pkd', '--json'], cwd=cwd, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    import json
+    return dict(cwd=str(cwd), study=study, config=tiny_search['config'], search_cwd=tiny_search['cwd'],
+                baselines=json.loads(result.stdout))
+# --------------------------------------------------------------------------- end results section

@@ -38,7 +38,7 @@ search = {plan!r}
 scheduler = dict(type='asha', grace_period=1, reduction_factor=2)
 resources = dict(cpus_per_trial=1, gpus_per_trial=0, max_concurrent=2)
 """
-    path = tmp_path / 'search.py'
+    path = tmp_path / 'search_config.py'   # not search.py: it would shadow the search package under -m
     path.write_text(text)
     return str(path)
 

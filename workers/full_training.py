@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import os.path as osp
-import shutil
-import tempfile
 from typing import Dict, Mapping, Optional
 
 from mmengine.config import Config
@@ -58,17 +56,6 @@ def check_datasets(cfg: Config, splits=('train_dataloader', 'val_dataloader', 't
             raise DataError(f'{split}: image folder not found: {img}')
 
 
-def _copy_atomic(src: str, dst: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=osp.dirname(osp.abspath(dst)), prefix='.tmp-', suffix='.pth')
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
-
-
 def train(config_path: str, work_dir: Optional[str] = None, launcher: str = 'none',
           cfg_options: Optional[Mapping] = None, resume: bool = False) -> str:
     """Train with mmengine's Runner; returns the path of ``<work_dir>/final.pth`` (the last checkpoint)."""
@@ -76,6 +63,10 @@ def train(config_path: str, work_dir: Optional[str] = None, launcher: str = 'non
     cfg = prepare_config(config_path, work_dir, launcher, cfg_options)
     check_datasets(cfg, ('train_dataloader', 'val_dataloader'))
     cfg.resume = bool(resume)
+    if resume:
+        # Resuming re-reads the runner's own full checkpoints (optimizer, message hub) from --work-dir, which
+        # torch's weights_only loader refuses; they are files this tool wrote, so load them in full.
+        os.environ['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] = '1'
     runner = Runner.from_cfg(cfg)
     runner.train()
     last_file = osp.join(cfg.work_dir, 'last_checkpoint')
@@ -86,8 +77,22 @@ def train(config_path: str, work_dir: Optional[str] = None, launcher: str = 'non
         last = f.read().strip()
     final = osp.join(cfg.work_dir, FINAL_CHECKPOINT)
     if runner.rank == 0:
-        _copy_atomic(last, final)
+        write_weights_only(last, final)
     return final
+
+
+def write_weights_only(runner_checkpoint: str, out: str) -> None:
+    """``final.pth``: the weights and plain metadata of the runner's last checkpoint.
+
+    The runner's own file also pickles its message hub and optimizer state, which ``torch.load`` refuses
+    under ``weights_only=True``; the final checkpoint must load anywhere (as a teacher, in ``test``, in
+    MMDetection's ``init_detector``), so it keeps only what a model needs. The runner's file was written by
+    this process a moment ago, hence trusted.
+    """
+    import torch
+    from distill_core.checkpoint import plain_meta, save_atomic
+    ckpt = torch.load(runner_checkpoint, map_location='cpu', weights_only=False)
+    save_atomic({'state_dict': ckpt['state_dict'], 'meta': plain_meta(ckpt.get('meta') or {})}, out)
 
 
 def test(config_path: str, checkpoint: str, work_dir: Optional[str] = None, launcher: str = 'none',

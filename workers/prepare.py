@@ -11,8 +11,6 @@ import fcntl
 import numbers
 import os
 import os.path as osp
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Union
@@ -29,7 +27,7 @@ GENERATE_KEYS = {'out', 'num_train', 'num_val', 'size', 'seed'}
 REJECT_KEYS = {'check_iterations', 'max_loss'}
 PROXY_KEYS = {'train_images', 'val_images', 'subset_seed', 'iterations', 'batch_size', 'val_batch_size',
               'optimizer', 'grad_clip', 'inherit_neck_head', 'report_interval', 'eval_interval', 'reject',
-              'num_workers'}
+              'num_workers', 'amp'}
 
 
 def resolve_path(path: str, base_dir: str) -> str:
@@ -62,6 +60,7 @@ class ProxySettings:
     eval_interval: Optional[int] = None            # None: AP only at the end
     reject: RejectSettings = RejectSettings()
     num_workers: int = 0
+    amp: bool = True                               # bfloat16 autocast when the trial runs on a GPU (never on CPU)
 
     @property
     def eval_batch_size(self) -> int:
@@ -178,8 +177,9 @@ def check_search_config(search_cfg: Mapping, source: str = DEFAULT_SOURCE) -> Pr
     grad_clip = proxy.get('grad_clip')
     if grad_clip is not None and (not _is_number(grad_clip) or grad_clip <= 0):
         check.fail('proxy.grad_clip', f'expected a positive max gradient norm or None, got {grad_clip!r}')
-    if not isinstance(proxy.get('inherit_neck_head', False), bool):
-        check.fail('proxy.inherit_neck_head', f'expected True or False, got {proxy["inherit_neck_head"]!r}')
+    for name in ('inherit_neck_head', 'amp'):
+        if not isinstance(proxy.get(name, False), bool):
+            check.fail(f'proxy.{name}', f'expected True or False, got {proxy[name]!r}')
     reject = check.section(proxy, 'reject', REJECT_KEYS, required=False) if proxy.get('reject') is not None else {}
     check.int_at_least(reject, 'proxy.reject', 'check_iterations', 0)
     max_loss = reject.get('max_loss')
@@ -216,17 +216,6 @@ def _file_lock(path: str):
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def _copy_atomic(src: str, dst: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=osp.dirname(dst), prefix='.tmp-', suffix='.pth')
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
 
 
 def _teacher_data_options(config_path: str, data_root: Optional[str]) -> Dict[str, Any]:
@@ -271,15 +260,14 @@ def _train_teacher(search_cfg: Mapping, base_dir: str, log: Callable[[str], None
         if osp.isfile(checkpoint):   # another launch trained it while we waited for the lock
             log(f'[prepare] teacher checkpoint {checkpoint} appeared while waiting: not training')
             return
-        from workers.full_training import train
+        from workers.full_training import train, write_weights_only
         options = _teacher_data_options(config, proxy_data_root(search_cfg, base_dir))
         options.update(dict(train_if_missing.get('cfg_options') or {}))
         log(f'[prepare] teacher checkpoint {checkpoint} missing: training {config} in {work_dir} (once)')
         start = time.time()
         final = train(config, work_dir=work_dir, cfg_options=options)
-        if osp.abspath(final) != checkpoint:
-            os.makedirs(osp.dirname(checkpoint), exist_ok=True)
-            _copy_atomic(final, checkpoint)
+        if osp.abspath(final) != osp.abspath(checkpoint):
+            write_weights_only(final, checkpoint)
         log(f'[prepare] teacher trained in {time.time() - start:.0f} s: {checkpoint}')
 
 

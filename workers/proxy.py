@@ -11,6 +11,11 @@ A lean loop, no mmengine Runner: no hooks, logs, checkpoints or files. The fitne
 exploding distillation term in the first ``reject.check_iterations`` iterations) raise ``TrialRejected``
 before the optimizer step, at a fraction of a proxy's cost; any other exception propagates (a FAIL with its
 text for the controller).
+
+``run_proxy_group`` is the shared-teacher trial: K candidates trained in lockstep on the same batches, the batch
+and the teacher forward computed once per step for all of them; each candidate keeps its own distiller state and
+random streams, so a group reproduces K single trials with the same seeds. ``run_proxy_trial`` is a group of one.
+On a GPU the steps run under bfloat16 autocast (``proxy.amp``) and batches come from pinned memory.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -28,6 +33,9 @@ import torch
 from workers.prepare import ProxySettings, check_search_config, resolve_path
 from workers.proxy_data import ProxyData
 from workers.proxy_eval import METRIC_KEYS, evaluate_bbox, load_coco
+
+if TYPE_CHECKING:
+    from distill_core.genome import Genome
 
 SEARCHED_LOSS_NAME = 'searched'
 DISTILL_PREFIX = f'loss_{SEARCHED_LOSS_NAME}'
@@ -47,9 +55,10 @@ class TrialRejected(Exception):
 @dataclass
 class ProxyResult:
     metrics: Dict[str, float]            # AP, AP50, AP75, APs, APm, APl in [0, 1]; nan where COCO gives -1
-    iterations: int
-    wall_time: float
+    iterations: int                      # iterations trained (the failing one included)
+    wall_time: float                     # seconds from the start of the run (a group's, in group mode)
     history: List[Dict[str, float]] = field(default_factory=list)   # every report made, in order
+    failure: Optional[Exception] = None  # group mode: why this candidate stopped (metrics then empty)
 
 
 # ---------------------------------------------------------------------------------------------- building
@@ -81,8 +90,11 @@ def distill_losses_for(genome) -> List[dict]:
                                                    genome=Genome.parse(genome).to_json()))]
 
 
-def build_distiller(search_cfg: Mapping, genome, settings: ProxySettings, base_dir: str = '.'):
-    """The initialised ``DetectionDistiller`` of a trial (teacher loaded, frozen and in eval mode)."""
+def build_distiller(search_cfg: Mapping, genome, settings: ProxySettings, base_dir: str = '.',
+                    distill_losses: Optional[List[Mapping]] = None):
+    """The initialised ``DetectionDistiller`` of a trial (teacher loaded, frozen and in eval mode).
+
+    ``distill_losses``: extra distiller loss entries (a published method's, for a baseline run)."""
     from distill_core.distiller import DetectionDistiller
     teacher = search_cfg['teacher']
     model = DetectionDistiller(
@@ -90,7 +102,7 @@ def build_distiller(search_cfg: Mapping, genome, settings: ProxySettings, base_d
                      checkpoint=resolve_path(teacher['checkpoint'], base_dir)),
         student=dict(config=resolve_path(search_cfg['student']['config'], base_dir)),
         inherit_neck_head=settings.inherit_neck_head,
-        distill_losses=distill_losses_for(genome))
+        distill_losses=distill_losses_for(genome) + [dict(loss) for loss in distill_losses or ()])
     model.init_weights()
     return model
 
@@ -107,13 +119,14 @@ def build_optim_wrapper(model: torch.nn.Module, settings: ProxySettings):
 
 # ---------------------------------------------------------------------------------------------- checks
 def check_losses(values: Mapping[str, float], iteration: int, settings: ProxySettings) -> None:
-    """Raise TrialRejected for a degenerate loss (called before the optimizer step)."""
+    """Raise TrialRejected for a degenerate loss (called before the optimizer step). The terms are checked
+    before the total, so the reason names the culprit term."""
     early = iteration <= settings.reject.check_iterations
-    for key, value in values.items():
-        if 'loss' not in key:
-            continue
+    keys = sorted((k for k in values if 'loss' in k), key=lambda k: k == 'loss')   # 'loss' (the total) last
+    for key in keys:
+        value = values[key]
         if not math.isfinite(value):
-            raise TrialRejected(f'non-finite {key} ({value}) at iteration {iteration}')
+            raise TrialRejected(f'non-finite {key} at iteration {iteration}')
         if early and key.startswith(DISTILL_PREFIX) and value > settings.reject.max_loss:
             raise TrialRejected(f'exploding {key} = {value:.4g} > reject.max_loss = {settings.reject.max_loss:g} '
                                 f'at iteration {iteration}')
@@ -143,64 +156,210 @@ class _IntervalMeans:
         return means
 
 
-def _train_step(model, data, optim_wrapper, params, iteration: int, settings: ProxySettings) -> Dict[str, float]:
-    """One step; the loss terms are checked before the update (a rejected candidate never updates)."""
-    with optim_wrapper.optim_context(model):
-        data = model.data_preprocessor(data, True)
-        losses = model(**data, mode='loss')
-    total, log_vars = model.parse_losses(losses)
-    values = {key: float(value.detach()) if torch.is_tensor(value) else float(value)
-              for key, value in log_vars.items()}
-    check_losses(values, iteration, settings)
-    optim_wrapper.backward(total)
-    if not _gradients_finite(params):
-        raise TrialRejected(f'non-finite gradient at iteration {iteration}')
-    optim_wrapper.step()
-    optim_wrapper.zero_grad()
-    return values
+class RngStreams:
+    """A private copy of the global random streams (python, numpy, torch CPU and CUDA), seeded from ``seed``.
+
+    The data pipeline (random flip: numpy) and the training step (mmdet samplers, the ``mask`` op, MGD: torch)
+    draw from the global streams. Giving the batch stream and each candidate its own copy, swapped in around its
+    work, makes a candidate's randomness independent of how many candidates share its batches: a group of K
+    reproduces K single runs with the same seeds.
+    """
+
+    def __init__(self, seed: int):
+        outer = self._capture()
+        seed_everything(seed)
+        self.state = self._capture()
+        self._restore(outer)
+
+    @staticmethod
+    def _capture():
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+        return random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda
+
+    @staticmethod
+    def _restore(state) -> None:
+        python, numpy, cpu, cuda = state
+        random.setstate(python)
+        np.random.set_state(numpy)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+    @contextlib.contextmanager
+    def active(self):
+        outer = self._capture()
+        self._restore(self.state)
+        try:
+            yield
+        finally:
+            self.state = self._capture()
+            self._restore(outer)
 
 
-def run_proxy_trial(search_cfg: Mapping, genome=None, seed: int = 0, report: Optional[Report] = None,
-                    base_dir: str = '.') -> ProxyResult:
+def _autocast(settings: ProxySettings, device: str):
+    """bfloat16 autocast on a GPU when ``proxy.amp`` (no loss scaling needed); full precision on CPU."""
+    if device == 'cuda' and settings.amp and torch.cuda.is_bf16_supported():
+        return torch.autocast('cuda', dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class _Candidate:
+    """One student of a group: its own distiller (sharing the group's teacher module), optimizer, random
+    streams, reports and outcome."""
+
+    def __init__(self, genome, seed: int, report: Optional[Report], model, settings: ProxySettings):
+        self.genome, self.seed, self.report, self.model = genome, seed, report, model
+        self.optim_wrapper, self.params = build_optim_wrapper(model, settings)
+        self.rng = RngStreams(seed)   # training randomness starts from the seed, whatever building consumed
+        self.means = _IntervalMeans()
+        self.history: List[Dict[str, float]] = []
+        self.metrics: Optional[Dict[str, float]] = None
+        self.failure: Optional[Exception] = None
+        self.iterations = 0
+        self.wall_time = 0.0
+
+    def train_step(self, data: dict, teacher, iteration: int, settings: ProxySettings, autocast) -> None:
+        """One step on the shared preprocessed batch and teacher outputs; the loss terms are checked before the
+        update (a rejected candidate never updates)."""
+        model = self.model
+        with autocast:
+            losses = model.loss(data['inputs'], data['data_samples'], teacher_outputs=teacher)
+        total, log_vars = model.parse_losses(losses)
+        values = {key: float(value.detach()) if torch.is_tensor(value) else float(value)
+                  for key, value in log_vars.items()}
+        check_losses(values, iteration, settings)
+        self.optim_wrapper.backward(total)
+        if not _gradients_finite(self.params):
+            raise TrialRejected(f'non-finite gradient at iteration {iteration}')
+        self.optim_wrapper.step()
+        self.optim_wrapper.zero_grad()
+        self.means.add(values)
+
+    def result(self) -> ProxyResult:
+        if self.failure is None:
+            assert self.metrics is not None and set(METRIC_KEYS) <= set(self.metrics)
+        return ProxyResult(metrics=dict(self.metrics or {}) if self.failure is None else {},
+                           iterations=self.iterations, wall_time=self.wall_time, history=self.history,
+                           failure=self.failure)
+
+
+def _build_candidates(search_cfg, genomes, seeds, reports, settings, base_dir, distill_losses,
+                      device: str) -> List[_Candidate]:
+    """Each student is built exactly as a single trial builds it (seeded, its own teacher instance consuming the
+    same random draws), then the group's first teacher replaces the others (one teacher in memory)."""
+    candidates: List[_Candidate] = []
+    with _quiet_mmengine():
+        for genome, seed, report in zip(genomes, seeds, reports):
+            seed_everything(seed)
+            model = build_distiller(search_cfg, genome, settings, base_dir, distill_losses)
+            if candidates:
+                model.teacher = candidates[0].model.teacher   # frozen, eval mode, no grad: safely shared
+            model = model.to(device)
+            model.train()
+            candidates.append(_Candidate(genome, seed, report, model, settings))
+    return candidates
+
+
+def _evaluate_and_report(candidate: _Candidate, iteration: int, settings: ProxySettings, evaluate) -> None:
+    last = iteration == settings.iterations
+    entry: Dict[str, float] = {}
+    if iteration % settings.report_interval == 0 or (last and candidate.means.count):
+        entry.update(candidate.means.pop())
+    if last or (settings.eval_interval and iteration % settings.eval_interval == 0):
+        candidate.metrics = evaluate(candidate.model)
+        entry.update(candidate.metrics)
+    if entry:
+        entry = {'iteration': iteration, **entry}
+        candidate.history.append(entry)
+        if candidate.report is not None:
+            candidate.report(dict(entry))   # may raise (Ray Tune stops trials that way): ends this candidate
+
+
+def _train_lockstep(candidates: List[_Candidate], data: ProxyData, seed: int, settings: ProxySettings,
+                    device: str, evaluate, start: float) -> None:
+    """Train candidates of one training seed on the same batches: per step, one batch (loading +
+    preprocessing) and one teacher forward, then each candidate's own step under its own random streams."""
+    batch_rng = RngStreams(seed)   # the batch order and the random flips depend on the seed only
+    with batch_rng.active():
+        batches = data.train_batches(seed, pin_memory=device == 'cuda')
+    autocast = _autocast(settings, device)
+    for iteration in range(1, settings.iterations + 1):
+        active = [c for c in candidates if c.failure is None]
+        if not active:
+            break
+        head = active[0].model   # every candidate has the same preprocessor (the student's) and teacher
+        with batch_rng.active():
+            batch = head.data_preprocessor(next(batches), True)
+        with autocast:
+            teacher = head.teacher_forward(batch['inputs'])
+        for candidate in active:
+            candidate.iterations = iteration
+            try:
+                with candidate.rng.active():
+                    candidate.train_step(batch, teacher, iteration, settings, autocast)
+                    _evaluate_and_report(candidate, iteration, settings, evaluate)
+            except Exception as exc:   # this candidate ends (rejected, crashed, or stopped by its report)
+                candidate.failure = exc
+                candidate.optim_wrapper.zero_grad()
+            candidate.wall_time = time.time() - start
+
+
+def run_proxy_group(search_cfg: Mapping, genomes: Sequence[Union[str, 'Genome', None]], seeds: Sequence[int],
+                    reports: Optional[Sequence[Optional[Report]]] = None, base_dir: str = '.',
+                    distill_losses: Optional[List[Mapping]] = None) -> List[ProxyResult]:
+    """Train K candidate proxies in lockstep against one teacher (shared-teacher trial) and return their results
+    in order; each equals ``run_proxy_trial(search_cfg, genomes[k], seeds[k], ...)`` up to floating-point noise.
+
+    Candidates with the same seed share every batch and the teacher's forward (and the teacher-only values
+    the losses derive from it); candidates with different seeds are trained as successive sub-groups (their
+    batches differ). The held-out images are decoded once and kept in memory for every evaluation. A candidate
+    that fails (rejected, crashing, or whose ``report`` raises) leaves the group with ``result.failure`` set;
+    the others go on.
+    """
+    start = time.time()
+    genomes, seeds = list(genomes), [int(s) for s in seeds]
+    reports = list(reports) if reports is not None else [None] * len(genomes)
+    if not genomes or len(seeds) != len(genomes) or len(reports) != len(genomes):
+        raise ValueError(f'run_proxy_group: {len(genomes)} genomes, {len(seeds)} seeds and {len(reports)} reports '
+                         'must be equally many (at least one)')
+    settings = check_search_config(search_cfg)
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'   # a GPU trial (the controller's resources)
+    if device == 'cuda':
+        torch.cuda.init()   # CUDA random state exists before any candidate's streams are captured
+    with _quiet_mmengine():
+        data = ProxyData(search_cfg, settings, base_dir)
+    gt = load_coco(data.ann_file)
+    val_batches = list(data.val_loader())   # the test pipeline has no randomness: decode once, reuse
+
+    def evaluate(model):
+        return evaluate_bbox(model, val_batches, gt, data.val_img_ids, data.cat_ids)
+
+    results: List[Optional[ProxyResult]] = [None] * len(genomes)
+    for seed in dict.fromkeys(seeds):   # distinct seeds, in first-seen order
+        members = [k for k, s in enumerate(seeds) if s == seed]
+        candidates = _build_candidates(search_cfg, [genomes[k] for k in members], [seed] * len(members),
+                                       [reports[k] for k in members], settings, base_dir, distill_losses, device)
+        _train_lockstep(candidates, data, seed, settings, device, evaluate, start)
+        for k, candidate in zip(members, candidates):
+            results[k] = candidate.result()
+        del candidates
+    return results
+
+
+def run_proxy_trial(search_cfg: Mapping, genome: Union[str, 'Genome', None] = None, seed: int = 0,
+                    report: Optional[Report] = None, base_dir: str = '.',
+                    distill_losses: Optional[List[Mapping]] = None) -> ProxyResult:
     """Train the proxy of ``genome`` (a Genome, its JSON, or None for the student alone) and return its AP.
+
+    ``distill_losses``: distiller loss entries trained besides the genome's (search/baselines.py passes a
+    published method's, e.g. ``FGDLoss``, with genome None, to evaluate it under the same proxy).
 
     ``report(dict)`` receives, every ``report_interval`` iterations, ``{'iteration': i, 'loss': total,
     '<term>': mean, ...}`` (means over the interval) and, every ``eval_interval`` iterations and at the end,
     ``'AP'``, ``'AP50'``, ... in the same dict when both fall on one iteration. Deterministic for a seed.
+    A rejected candidate raises TrialRejected; an exception raised by ``report`` propagates untouched.
     """
-    start = time.time()
-    settings = check_search_config(search_cfg)
-    with _quiet_mmengine():
-        data = ProxyData(search_cfg, settings, base_dir)
-        seed_everything(seed)
-        model = build_distiller(search_cfg, genome, settings, base_dir)
-    if torch.cuda.is_available():   # a GPU trial (the controller's resources); CPU otherwise
-        model = model.cuda()
-    model.train()
-    optim_wrapper, params = build_optim_wrapper(model, settings)
-    gt = load_coco(data.ann_file)
-    val_loader = data.val_loader()
-    val_ids = data.val_img_ids
-
-    seed_everything(seed)   # the batch order and the random flips do not depend on what building consumed
-    batches = data.train_batches(seed)
-    history: List[Dict[str, float]] = []
-    means = _IntervalMeans()
-    metrics: Optional[Dict[str, float]] = None
-    iterations = settings.iterations
-    for iteration in range(1, iterations + 1):
-        means.add(_train_step(model, next(batches), optim_wrapper, params, iteration, settings))
-        last = iteration == iterations
-        entry: Dict[str, float] = {}
-        if iteration % settings.report_interval == 0 or (last and means.count):
-            entry.update(means.pop())
-        if last or (settings.eval_interval and iteration % settings.eval_interval == 0):
-            metrics = evaluate_bbox(model, val_loader, gt, val_ids, data.cat_ids)
-            entry.update(metrics)
-        if entry:
-            entry = {'iteration': iteration, **entry}
-            history.append(entry)
-            if report is not None:
-                report(dict(entry))   # may raise (Ray Tune stops trials that way): propagates untouched
-    assert metrics is not None and set(METRIC_KEYS) <= set(metrics)
-    return ProxyResult(metrics=metrics, iterations=iterations, wall_time=time.time() - start, history=history)
+    result = run_proxy_group(search_cfg, [genome], [seed], [report], base_dir, distill_losses)[0]
+    if result.failure is not None:
+        raise result.failure
+    return result

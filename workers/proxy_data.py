@@ -139,19 +139,23 @@ class ProxyData:
         return self._build(dict(self.dataset_cfg, pipeline=self.test_pipeline), self.val_indices)
 
     # ------------------------------------------------------------------ loaders
-    def _loader(self, dataset, batch_size: int, seed: int, sampler=None) -> DataLoader:
+    def _loader(self, dataset, batch_size: int, seed: int, sampler=None, pin_memory: bool = False) -> DataLoader:
         from mmengine.dataset import pseudo_collate, worker_init_fn
         workers = self.settings.num_workers
         return DataLoader(
             dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
+            pin_memory=pin_memory, persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
             collate_fn=pseudo_collate, generator=torch.Generator().manual_seed(seed),
             # worker processes seed numpy/random (the random flip) from the trial seed
             worker_init_fn=partial(worker_init_fn, num_workers=workers, rank=0, seed=seed) if workers else None)
 
-    def train_batches(self, seed: int) -> Iterator[dict]:
-        """Endless training batches of ``batch_size`` reshuffled every pass, reproducible from ``seed``."""
+    def train_batches(self, seed: int, pin_memory: bool = False) -> Iterator[dict]:
+        """Endless training batches of ``batch_size`` reshuffled every pass, reproducible from ``seed``
+        (``pin_memory``: page-locked batches for a GPU trial; worker processes, when ``proxy.num_workers`` > 0,
+        prefetch while the device trains)."""
         dataset = self.train_dataset()
-        return iter(self._loader(dataset, self.settings.batch_size, seed, SeededInfiniteSampler(len(dataset), seed)))
+        return iter(self._loader(dataset, self.settings.batch_size, seed, SeededInfiniteSampler(len(dataset), seed),
+                                 pin_memory))
 
     def val_loader(self) -> DataLoader:
         return self._loader(self.val_dataset(), self.settings.eval_batch_size, 0)

@@ -51,5 +51,9 @@ scheduler = dict(type='asha', grace_period=1, reduction_factor=2)
 resources = dict(cpus_per_trial=1, gpus_per_trial=0, max_concurrent=2)
 budget = dict(max_trials=None, max_hours=None)
 
-# What `detkds-search export` writes into the exported training config.
+# What `detkds-search export` writes into the exported training config (keys: search/export.py).
 full_training = dict(max_iters=600, val_interval=600, optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4))
+
+# Reference runs under the same proxy, done once when the search has finished (search/baselines.py): the
+# student alone and the published methods with their shipped demo weights. Four proxy trials: cheap here.
+baselines = ['none', 'fgd', 'mgd', 'pkd']

@@ -1,0 +1,57 @@
+"""Baselines under the search's proxy: which distiller configs they use, and the trials they leave in a study."""
+import os.path as osp
+
+import pytest
+
+from distill_core.errors import ConfigError
+
+from .demo_utils import ROOT
+
+DEMO_STUDENT = osp.join(ROOT, 'configs', 'demo', 'retinanet_student.py')
+
+
+def test_names_resolve_to_the_shipped_demo_configs_of_the_pair():
+    from search.baselines import DEFAULT_BASELINES, baseline_specs, distill_losses_of
+    raw = {'student': {'config': DEMO_STUDENT}}
+    specs = baseline_specs(raw, 'cfg.py')
+    assert tuple(specs) == DEFAULT_BASELINES and specs['none'] is None
+    for name in ('fgd', 'mgd', 'pkd'):
+        assert specs[name] == osp.join(ROOT, 'configs', 'distillers', name, f'{name}_demo_retinanet.py')
+    assert distill_losses_of(specs['pkd']) == [dict(name='pkd', levels=[0, 1, 2, 3],
+                                                    loss=dict(type='PKDLoss', loss_weight=2.0))]
+    assert distill_losses_of(None) is None
+    assert list(baseline_specs(dict(raw, baselines=['none', 'pkd']), 'cfg.py')) == ['none', 'pkd']
+    assert list(baseline_specs(raw, 'cfg.py', names=['mgd'])) == ['mgd']
+
+
+def test_a_non_demo_pair_must_name_its_method_configs(tmp_path):
+    from search.baselines import baseline_specs
+    raw = {'student': {'config': 'configs/coco/retinanet_r50_fpn_2x_coco.py'}}
+    with pytest.raises(ConfigError, match="no shipped config for this \\(non-demo\\) pair"):
+        baseline_specs(dict(raw, baselines=['none', 'fgd']), 'cfg.py')
+    fgd = osp.join(ROOT, 'configs', 'distillers', 'fgd', 'fgd_retinanet_r101_r50_2x_coco.py')
+    assert baseline_specs(dict(raw, baselines={'none': None, 'fgd': fgd}), 'cfg.py') == {'none': None, 'fgd': fgd}
+    with pytest.raises(ConfigError, match='baselines.fgd: distiller config not found'):
+        baseline_specs(dict(raw, baselines={'fgd': str(tmp_path / 'missing.py')}), 'cfg.py')
+    with pytest.raises(ConfigError, match="baselines \\['gkd'\\] are not defined"):
+        baseline_specs(dict(raw, baselines={'none': None}), 'cfg.py', names=['gkd'])
+
+
+@pytest.mark.slow
+def test_baseline_trials_train_the_method_under_the_proxy(tiny_results):
+    from search.results import read_results
+    from search.study import replay_records
+    results = read_results(tiny_results['study'], run_dir=f'{tiny_results["cwd"]}/runs/{tiny_results["study"]}')
+    baselines = {t.baseline: t for t in results.trials if t.baseline is not None}
+    assert set(baselines) == {'none', 'pkd'} and set(tiny_results['baselines']) == {'none', 'pkd'}
+    for name, trial in baselines.items():
+        assert trial.complete and trial.key is None and trial.seed == 0
+        assert trial.value == pytest.approx(tiny_results['baselines'][name]) and trial.intermediate
+    assert not [t for t in results.loss_terms(baselines['none']) if 'pkd' in t]
+    assert 'loss_pkd_fpn0' in results.loss_terms(baselines['pkd'])       # PKD's loss was trained
+    assert results.baselines() == pytest.approx(tiny_results['baselines'])
+    # the evolution's replay and the export ranking ignore them
+    from search.results import open_results_study
+    study, _ = open_results_study(tiny_results['study'], run_dir=f'{tiny_results["cwd"]}/runs/{tiny_results["study"]}')
+    assert len(replay_records(study)) == len([t for t in results.trials if t.baseline is None])
+    assert all(r.trials[0] not in {t.number for t in baselines.values()} for r in results.ranked())
