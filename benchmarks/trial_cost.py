@@ -140,11 +140,12 @@ def cache_probe(cfg: dict, tmp: str, repeats: int = 7) -> dict:
     import numpy as np
 
     from workers.prepare import check_search_config
-    from workers.proxy import _Candidate, _autocast, build_distiller
+    from workers.proxy import _Candidate, _autocast, _quiet_mmengine, build_distiller
     from workers.proxy_data import ProxyData
     settings = check_search_config(cfg)
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    model = build_distiller(cfg, candidate_genomes(1)[0], settings, ROOT).to(device)
+    with _quiet_mmengine():
+        model = build_distiller(cfg, candidate_genomes(1)[0], settings, ROOT).to(device)
     model.train()
     data = ProxyData(cfg, settings, ROOT)
     batch = model.data_preprocessor(next(data.train_batches(0)), True)

@@ -112,7 +112,7 @@ class Launch:
     def _evolution(self, study) -> Evolution:
         from .operators import build_ops
         from .space import Space
-        space = Space.from_file(self.cfg.space_path)
+        space = self.space = Space.from_file(self.cfg.space_path)
         stage1, stage2 = build_ops(space, self.plan.stage1_inputs or None, self.cfg.family())
         records = st.replay_records(study)
         for record in records:   # stored genomes must still be valid in today's space
@@ -169,7 +169,7 @@ class Launch:
         from workers.tune_trial import proxy_trainable
 
         from .searcher import EvolutionSearcher, TrialRetryRecorder
-        book = st.TrialBook(study)
+        book = st.TrialBook(study, self.space)
         finished = sum(1 for r in st.replay_records(study) if not r.interrupted)
         max_new = None if self.max_trials is None else max(self.max_trials - finished, 0)
         hours = self.cfg.budget['max_hours']

@@ -116,10 +116,20 @@ class StudyResults:
             mean = sum(t.value for t in trials) / len(trials)
             genome = json.loads(first.genome) if first.genome else {}
             rows.append((mean, first.number, key, trials, first, genome))
-        rows.sort(key=lambda r: (-r[0], r[1]))
+        # The search's own decision comes first: once finished, the evolution's winner (best mean over the
+        # seeds of its re-evaluated finalists, stage 2 deciding) outranks a genome that looked better on a
+        # single lucky seed; the rest follow by mean.
+        winner = self.decided_winner()
+        rows.sort(key=lambda r: (r[2] != winner, -r[0], r[1]))
         return [RankedGenome(rank=i + 1, key=key, value=mean, trials=tuple(sorted(t.number for t in trials)),
                              formula=first.formula, genome=genome, stage=first.stage, input=first.input)
                 for i, (mean, _, key, trials, first, genome) in enumerate(rows)]
+
+    def decided_winner(self) -> Optional[str]:
+        """Key of the result the finished search decided on (its progress record), if any."""
+        progress = json.loads(self.user_attrs.get(st.STUDY_PROGRESS) or '{}')
+        best = progress.get('best') if progress.get('finished') else None
+        return best.get('key') if best else None
 
     def at_rank(self, rank: int) -> RankedGenome:
         ranked = self.ranked()

@@ -10,6 +10,7 @@ import time
 from typing import Any, Dict, List, Mapping, Optional
 
 import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from .evolution import COMPLETE, FAIL, PRUNED, Proposal, Record
@@ -73,11 +74,28 @@ def replay_records(study: optuna.Study) -> List[Record]:
     return records
 
 
+def genome_params(space, genome) -> Dict[str, Any]:
+    """The genome's genes as Optuna parameters (``global.t1``, ``global.distance``, ``global.weight``, ...),
+    with distributions from the search space, so optuna-dashboard can compute parameter importances."""
+    params = {}
+    for term in genome.terms:
+        if not term.enabled:
+            continue
+        for slot, (op, table) in enumerate(zip(term.transforms, space.slot_tables(term.input)), start=1):
+            if op.name in table:
+                params[f'{term.input}.t{slot}'] = (op.name, CategoricalDistribution(table))
+        distances = space.group_of(term.input).distances
+        if term.distance.name in distances:
+            params[f'{term.input}.distance'] = (term.distance.name, CategoricalDistribution(distances))
+        params[f'{term.input}.weight'] = (term.weight, FloatDistribution(0.0, 1000.0))
+    return params
+
+
 class TrialBook:
     """Creates and closes the Optuna trial of each proposal."""
 
-    def __init__(self, study: optuna.Study):
-        self.study = study
+    def __init__(self, study: optuna.Study, space=None):
+        self.study, self.space = study, space
         self.open: Dict[str, Any] = {}          # proposal id -> optuna.Trial
         self.started: Dict[str, float] = {}
         self.curves: Dict[str, List[Dict[str, float]]] = {}
@@ -96,6 +114,10 @@ class TrialBook:
                  ATTR_PARENTS: [self._number_of_key[k] for k in proposal.parents if k in self._number_of_key]}
         for name, value in attrs.items():
             trial.set_user_attr(name, value)
+        if self.space is not None:
+            for name, (value, distribution) in genome_params(self.space, genome).items():
+                self.study._storage.set_trial_param(trial._trial_id, name, distribution.to_internal_repr(value),
+                                                    distribution)
         self._number_of_key.setdefault(proposal.key, trial.number)
         self.open[proposal.id] = trial
         self.started[proposal.id] = time.time()

@@ -89,6 +89,7 @@ def test_compose_validation_rejects_a_broken_file(tmp_path):
 
 
 # --------------------------------------------------------------------------- a two-node Ray cluster
+SMALL_PLAN = dict(stage1_inputs=['global'])   # at most 7 trials: stage 1 on one input, then stage 2
 @pytest.fixture(scope='module')
 def cluster():
     """Head (1 CPU) + one worker node (1 CPU) on 127.0.0.1: each node runs one tiny trial at a time."""
@@ -117,7 +118,7 @@ def wait_until(predicate, timeout, proc=None, what=''):
 def test_search_on_two_nodes_survives_losing_the_worker_node(cluster, tmp_path, shapes_root):
     worker = cluster.ensure_worker()
     worker_id = cluster.node_id(worker)
-    config = write_search_config(tmp_path, shapes_root)
+    config = write_search_config(tmp_path, shapes_root, **SMALL_PLAN)
     proc = cli(['launch', config, '--study', 's', '--ray-address', cluster.address], cwd=tmp_path, env=cluster.env)
     seen = set()
 
@@ -136,6 +137,8 @@ def test_search_on_two_nodes_survives_losing_the_worker_node(cluster, tmp_path, 
         # both nodes run trials; once a trial has run on the worker for a second, the worker machine vanishes
         wait_until(trial_running_on_worker_for_a_second, 300, proc, 'a trial on each node')
         cluster.kill_node(worker)
+        running_at_kill = {t.number for t in load(tmp_path, 's').get_trials(deepcopy=False)
+                           if t.state == TrialState.RUNNING}
         rc, out, err = finish(proc, timeout=600)
     finally:
         kill_group(proc)
@@ -149,19 +152,23 @@ def test_search_on_two_nodes_survives_losing_the_worker_node(cluster, tmp_path, 
     # the same Optuna trial, re-run by Ray Tune on the head, finished as a normal evaluation
     assert trial.state in (TrialState.COMPLETE, TrialState.PRUNED), trial.user_attrs
     assert not trial.user_attrs.get('interrupted') and not trial.user_attrs.get('fail_reason')
+    assert trial.number in running_at_kill
+    # Ray words the loss two ways, depending on which it notices first: the actor's connection dropping, or the
+    # GCS declaring the node dead (that message names the node)
     reasons = trial.user_attrs['ray_retries']
-    assert len(reasons) == 1 and 'node has died' in reasons[0] and worker_id in reasons[0], reasons
+    assert len(reasons) == 1 and reasons[0].startswith('attempt 1: '), reasons
+    assert ('node has died' in reasons[0] and worker_id in reasons[0]) or 'is unavailable' in reasons[0], reasons
     curve_iterations = [row['iteration'] for row in json.loads(trial.user_attrs['curve'])]
     assert curve_iterations == sorted(set(curve_iterations)), 'the lost attempt left its reports in the curve'
     assert not [t for t in real if t.state == TrialState.FAIL], 'a trial failed instead of being retried'
-    counts = json.loads(study.user_attrs['progress'])['counts']
-    assert counts['told'] == len(real) + counts['reused']   # the evolution was told each trial exactly once
+    # the evolution was told each trial exactly once (a reused proposal is answered from a record, not told)
+    assert json.loads(study.user_attrs['progress'])['counts']['told'] == len(real)
 
 
 @pytest.mark.slow
 def test_controller_killed_and_relaunched_against_the_cluster(cluster, tmp_path, shapes_root):
     worker = cluster.ensure_worker()            # a fresh worker node if the previous test killed the last one
-    config = write_search_config(tmp_path, shapes_root)
+    config = write_search_config(tmp_path, shapes_root, **SMALL_PLAN)
     args = ['launch', config, '--study', 's', '--ray-address', cluster.address]
     proc = cli(args, cwd=tmp_path, env=cluster.env)
     journal = tmp_path / 'runs' / 's' / 'study.journal'
@@ -193,6 +200,5 @@ def test_controller_killed_and_relaunched_against_the_cluster(cluster, tmp_path,
         assert study.trials[number].state == state
     interrupted = [t for t in study.trials if t.user_attrs.get('interrupted')]
     assert interrupted and all(t.state == TrialState.FAIL for t in interrupted)
-    counts = json.loads(study.user_attrs['progress'])['counts']
-    assert counts['told'] == len(real) + counts['reused']
+    assert json.loads(study.user_attrs['progress'])['counts']['told'] == len(real)
     assert len(cluster.wait_for_nodes(2)) == 2         # both nodes outlived their controller

@@ -149,7 +149,7 @@ def test_pruned_and_failed_trials_are_recorded_as_such(tmp_path):
     stage1, stage2 = build_ops(space, ['global'])
     evolution = Evolution(StagePlan(stage1_inputs=('global',), population_size=3, generations=1,
                                     stage2_generations=0, reeval_top_k=0), stage1, stage2)
-    searcher = EvolutionSearcher(evolution, TrialBook(study))
+    searcher = EvolutionSearcher(evolution, TrialBook(study, space))
     configs = [searcher.suggest(f't{i}') for i in range(3)]
     assert all(isinstance(c, dict) for c in configs)
     searcher.on_trial_result('t0', {'iteration': 2, 'AP': 0.1})
@@ -163,6 +163,10 @@ def test_pruned_and_failed_trials_are_recorded_as_such(tmp_path):
     assert failed.state == TrialState.FAIL and failed.user_attrs['fail_reason'] == 'rejected: non-finite loss'
     assert trials[configs[2]['optuna_trial']].value == 0.3
     assert Genome.from_json(trials[configs[2]['optuna_trial']].user_attrs['genome']).formula()
+    # the genes are Optuna parameters too (parameter importances in the dashboard)
+    assert {'global.t1', 'global.t2', 'global.t3', 'global.distance', 'global.weight'} <= set(
+        trials[configs[2]['optuna_trial']].params)
+    assert trials[configs[2]['optuna_trial']].params['global.distance'] in space.group_of('global').distances
     best = evolution.best()
     assert best.value == 0.3   # a pruned partial value never wins
 

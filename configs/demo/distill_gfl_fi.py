@@ -1,16 +1,7 @@
 # Wiring demo: the GFL student distilled from its trained teacher with plain feature imitation (MSE on
-# every FPN level) after inheriting the teacher's neck and head. Train the teacher first:
-#   detkds-search train configs/demo/gfl_teacher.py --work-dir work_dirs/demo/gfl_teacher
-# Data, schedule (600 iterations) and runtime come from the student config.
-_base_ = ['./gfl_student.py']
+# every FPN level) after inheriting the teacher's neck and head.
+_base_ = ['./_base_/distill_gfl.py']
 
-model = dict(
-    _delete_=True,      # the student's detector keys must not merge into the distiller
-    type='DetectionDistiller',
-    teacher=dict(config='configs/demo/gfl_teacher.py',
-                 checkpoint='work_dirs/demo/gfl_teacher/final.pth'),
-    student=dict(config='configs/demo/gfl_student.py'),
-    inherit_neck_head=True,
-    distill_losses=[
-        dict(name='fi', levels='all', loss=dict(type='FeatureImitationLoss', loss_weight=1.0)),
-    ])
+model = dict(distill_losses=[
+    dict(name='fi', levels='all', loss=dict(type='FeatureImitationLoss', loss_weight=1.0)),
+])

@@ -1,16 +1,7 @@
 # Wiring demo: the RetinaNet student distilled from its trained teacher with plain feature imitation (MSE on
-# every FPN level) after inheriting the teacher's neck and head. Train the teacher first:
-#   detkds-search train configs/demo/retinanet_teacher.py --work-dir work_dirs/demo/retinanet_teacher
-# Data, schedule (600 iterations) and runtime come from the student config.
-_base_ = ['./retinanet_student.py']
+# every FPN level) after inheriting the teacher's neck and head.
+_base_ = ['./_base_/distill_retinanet.py']
 
-model = dict(
-    _delete_=True,      # the student's detector keys must not merge into the distiller
-    type='DetectionDistiller',
-    teacher=dict(config='configs/demo/retinanet_teacher.py',
-                 checkpoint='work_dirs/demo/retinanet_teacher/final.pth'),
-    student=dict(config='configs/demo/retinanet_student.py'),
-    inherit_neck_head=True,
-    distill_losses=[
-        dict(name='fi', levels='all', loss=dict(type='FeatureImitationLoss', loss_weight=1.0)),
-    ])
+model = dict(distill_losses=[
+    dict(name='fi', levels='all', loss=dict(type='FeatureImitationLoss', loss_weight=1.0)),
+])

@@ -1,23 +1,14 @@
 # The DetKDS searched distiller shipped for the COCO pair fcos_r101_r50 (detkds.md §10; genome file
 # fcos_r101_r50.json), trained on the demo fcos pair. The genome's distances end in a mean,
 # so the term values do not grow with channels or map size: the published weights are kept as they are.
-# Train the teacher first:
-#   detkds-search train configs/demo/fcos_teacher.py --work-dir work_dirs/demo/fcos_teacher
-_base_ = ['../../demo/fcos_student.py']
+_base_ = ['../../demo/_base_/distill_fcos.py']
 
-model = dict(
-    _delete_=True,      # the student's detector keys must not merge into the distiller
-    type='DetectionDistiller',
-    teacher=dict(config='configs/demo/fcos_teacher.py',
-                 checkpoint='work_dirs/demo/fcos_teacher/final.pth'),
-    student=dict(config='configs/demo/fcos_student.py'),
-    inherit_neck_head=True,
-    distill_losses=[
-        dict(name='searched', loss=dict(
-            type='SearchedDistillLoss',
-            # the same genome as fcos_r101_r50.json (a test keeps them equal)
-            genome=dict(terms={
-                'global': dict(transforms=['catt', 'scale_r2', 'norm_N'], distance='l1', weight=5),
-                'fg_bg': dict(transforms=['mask', 'scale_r1', 'norm_C'], distance='l1', weight=2),
-            }))),
-    ])
+model = dict(distill_losses=[
+    dict(name='searched', loss=dict(
+        type='SearchedDistillLoss',
+        # the same genome as fcos_r101_r50.json (a test keeps them equal)
+        genome=dict(terms={
+            'global': dict(transforms=['catt', 'scale_r2', 'norm_N'], distance='l1', weight=5),
+            'fg_bg': dict(transforms=['mask', 'scale_r1', 'norm_C'], distance='l1', weight=2),
+        }))),
+])

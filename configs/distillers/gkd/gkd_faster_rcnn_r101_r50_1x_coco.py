@@ -1,24 +1,16 @@
 # GKD (WACV 2024), Faster R-CNN R-101 2x -> R-50, 1x (12 epochs): the released COCO-Traffic config
 # (beta 0.01, SGD 0.02, grad-clip 35, warm-up 500, steps [8, 11]) on full COCO.
-_base_ = ['../../../configs/coco/faster-rcnn_r50_fpn_2x_coco.py']
+_base_ = ['../_base_/faster_rcnn_r101_to_r50.py']
 
-model = dict(
-    _delete_=True,      # the student's detector keys must not merge into the distiller
-    type='DetectionDistiller',
-    teacher=dict(config='configs/coco/faster-rcnn_r101_fpn_2x_coco.py',
-                 checkpoint='checkpoints/faster_rcnn_r101_fpn_2x_coco_bbox_mAP-0.398_20200504_210455-1d2dac9c.pth'),
-    student=dict(config='configs/coco/faster-rcnn_r50_fpn_2x_coco.py'),
-    inherit_neck_head=True,
-    distill_losses=[
-        # alpha_gkd: no released value exists for the active CAM-weighted term; the product default is the
-        # FGD alpha of the same family (methods.md §5.5). beta_gkd: the released beta, weight of the logged
-        # cam_gap metric only.
-        dict(name='gkd', levels=[0, 1, 2, 3], loss=dict(
-            type='GKDLoss', student_channels=256, teacher_channels=256, temp=0.5, alpha_gkd=5e-05,
-            beta_gkd=0.01, gamma_gkd=0.0, lambda_gkd=0.0, cam_mode='both', score_thr=0.3, topk=10,
-            split_terms=True)),
-    ])
-find_unused_parameters = True
+model = dict(distill_losses=[
+    # alpha_gkd: no released value exists for the active CAM-weighted term; the product default is the
+    # FGD alpha of the same family (methods.md §5.5). beta_gkd: the released beta, weight of the logged
+    # cam_gap metric only.
+    dict(name='gkd', levels=[0, 1, 2, 3], loss=dict(
+        type='GKDLoss', student_channels=256, teacher_channels=256, temp=0.5, alpha_gkd=5e-05,
+        beta_gkd=0.01, gamma_gkd=0.0, lambda_gkd=0.0, cam_mode='both', score_thr=0.3, topk=10,
+        split_terms=True)),
+])
 optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=0.0001),
                      clip_grad=dict(max_norm=35, norm_type=2))
 train_cfg = dict(max_epochs=12)

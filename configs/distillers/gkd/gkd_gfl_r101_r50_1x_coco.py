@@ -1,23 +1,15 @@
 # GKD (WACV 2024), GFL R-101 ms 2x -> GFL R-50, 1x: released COCO config (beta 0.5, SGD 0.025, grad-clip 35).
-_base_ = ['../../../configs/coco/gfl_r50_fpn_1x_coco.py']
+_base_ = ['../_base_/gfl_r101_to_r50.py']
 
-model = dict(
-    _delete_=True,      # the student's detector keys must not merge into the distiller
-    type='DetectionDistiller',
-    teacher=dict(config='configs/coco/gfl_r101_fpn_ms-2x_coco.py',
-                 checkpoint='checkpoints/gfl_r101_fpn_mstrain_2x_coco_20200629_200126-dd12f847.pth'),
-    student=dict(config='configs/coco/gfl_r50_fpn_1x_coco.py'),
-    inherit_neck_head=True,
-    distill_losses=[
-        # alpha_gkd: no released value exists for the active CAM-weighted term; the product default is the
-        # FGD alpha of the same family (methods.md §5.5). beta_gkd: the released beta, weight of the logged
-        # cam_gap metric only.
-        dict(name='gkd', levels='all', loss=dict(
-            type='GKDLoss', student_channels=256, teacher_channels=256, temp=0.5, alpha_gkd=0.001,
-            beta_gkd=0.5, gamma_gkd=0.0, lambda_gkd=0.0, cam_mode='both', score_thr=0.3, topk=10,
-            split_terms=True)),
-    ])
-find_unused_parameters = True
+model = dict(distill_losses=[
+    # alpha_gkd: no released value exists for the active CAM-weighted term; the product default is the
+    # FGD alpha of the same family (methods.md §5.5). beta_gkd: the released beta, weight of the logged
+    # cam_gap metric only.
+    dict(name='gkd', levels='all', loss=dict(
+        type='GKDLoss', student_channels=256, teacher_channels=256, temp=0.5, alpha_gkd=0.001,
+        beta_gkd=0.5, gamma_gkd=0.0, lambda_gkd=0.0, cam_mode='both', score_thr=0.3, topk=10,
+        split_terms=True)),
+])
 optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.025, momentum=0.9, weight_decay=0.0001),
                      clip_grad=dict(max_norm=35, norm_type=2))
 train_cfg = dict(max_epochs=12)

@@ -3,17 +3,9 @@
 # with 8-56 px objects: canonical_scale 16 (boxes of 16-32 px -> level 1, ...) instead of 56, prototypes from
 # boxes > 8 px, at most 100 images per class, regenerated every 150 of the 600 iterations. Unlike the
 # reference (a fully trained student), the demo student starts from scratch, as in the other demo configs.
-# Train the teacher first:
-#   detkds-search train configs/demo/faster_rcnn_teacher.py --work-dir work_dirs/demo/faster_rcnn_teacher
-# Data, schedule (600 iterations) and runtime come from the student config.
-_base_ = ['../../demo/faster_rcnn_student.py']
+_base_ = ['../../demo/_base_/distill_faster_rcnn.py']
 
 model = dict(
-    _delete_=True,      # the student's detector keys must not merge into the distiller
-    type='DetectionDistiller',
-    teacher=dict(config='configs/demo/faster_rcnn_teacher.py',
-                 checkpoint='work_dirs/demo/faster_rcnn_teacher/final.pth'),
-    student=dict(config='configs/demo/faster_rcnn_student.py'),
     inherit_neck_head=False,
     distill_losses=[
         dict(name='gkd_point', levels='all', loss=dict(

@@ -3,13 +3,9 @@
 # FPN levels through 3x3 adaptation convs, boxes = the student's positive RoIs, robust soft-label KL on the
 # same RoIs (T = 2), prototypes (10 per class and level, <= 800 images per class, boxes > 30 px) regenerated
 # before every epoch, point losses attenuated by 1 - epoch / 24. SGD 0.02, no gradient clipping.
-_base_ = ['../../../configs/coco/faster-rcnn_r50_fpn_2x_coco.py']
+_base_ = ['../_base_/faster_rcnn_r101_to_r50.py']
 
 model = dict(
-    _delete_=True,
-    type='DetectionDistiller',
-    teacher=dict(config='configs/coco/faster-rcnn_r101_fpn_2x_coco.py',
-                 checkpoint='checkpoints/faster_rcnn_r101_fpn_2x_coco_bbox_mAP-0.398_20200504_210455-1d2dac9c.pth'),
     student=dict(config='configs/distillers/gkd_global/faster_rcnn_r50_trained_student.py'),
     inherit_neck_head=False,
     distill_losses=[
@@ -26,4 +22,3 @@ custom_hooks = [
          num_prototypes=10),
 ]
 optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=0.0001), clip_grad=None)
-find_unused_parameters = True

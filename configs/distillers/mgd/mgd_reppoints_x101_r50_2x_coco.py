@@ -1,18 +1,9 @@
 # MGD (ECCV 2022), RepPoints X-101-DCN -> R-50, 2x: released values (methods.md §3.3).
-_base_ = ['../../../configs/coco/reppoints-moment_r50_fpn-gn_head-gn_2x_coco.py']
+_base_ = ['../_base_/reppoints_x101_to_r50.py']
 
-model = dict(
-    _delete_=True,      # the student's detector keys must not merge into the distiller
-    type='DetectionDistiller',
-    teacher=dict(config='configs/coco/reppoints-moment_x101-dconv-c3-c5_fpn-gn_head-gn_2x_coco.py',
-                 checkpoint=('checkpoints/reppoints_moment_x101_fpn_dconv_c3-c5_gn-neck+head_2x_coco'
-                             '_20200329-f87da1ea.pth')),
-    student=dict(config='configs/coco/reppoints-moment_r50_fpn-gn_head-gn_2x_coco.py'),
-    inherit_neck_head=True,
-    distill_losses=[
-        dict(name='mgd', levels='all', loss=dict(
-            type='MGDLoss', student_channels=256, teacher_channels=256, alpha_mgd=2e-05, lambda_mgd=0.65)),
-    ])
-find_unused_parameters = True
+model = dict(distill_losses=[
+    dict(name='mgd', levels='all', loss=dict(
+        type='MGDLoss', student_channels=256, teacher_channels=256, alpha_mgd=2e-05, lambda_mgd=0.65)),
+])
 optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0001),
                      clip_grad=dict(max_norm=35, norm_type=2))

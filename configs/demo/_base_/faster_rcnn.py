@@ -1,0 +1,65 @@
+# Faster R-CNN on the shapes data: ResNet-18 (base 64) + FPN 64 from stride 4; RPN on strides
+# 4-64, RoIs pooled from strides 4-32; sampler sizes scaled down for 128 px images with 1-6 objects.
+# The demo Faster R-CNN pair shares it: faster_rcnn_teacher.py trains it as is, faster_rcnn_student.py with a narrower
+# backbone; each adds its own schedule.
+_base_ = ['./resnet18_fpn.py']
+
+model = dict(
+    type='FasterRCNN',
+    rpn_head=dict(
+        type='RPNHead',
+        in_channels=64,
+        feat_channels=64,
+        anchor_generator=dict(
+            type='AnchorGenerator',
+            scales=[2],                     # 8, 16, 32, 64, 128 px anchors over strides 4..64
+            ratios=[0.5, 1.0, 2.0],
+            strides=[4, 8, 16, 32, 64]),
+        bbox_coder=dict(
+            type='DeltaXYWHBBoxCoder', target_means=[0.0, 0.0, 0.0, 0.0], target_stds=[1.0, 1.0, 1.0, 1.0]),
+        loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0),
+        loss_bbox=dict(type='L1Loss', loss_weight=1.0)),
+    roi_head=dict(
+        type='StandardRoIHead',
+        bbox_roi_extractor=dict(
+            type='SingleRoIExtractor',
+            roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),
+            out_channels=64,
+            featmap_strides=[4, 8, 16, 32],
+            # RoIs below 32 px go to stride 4, 32-64 px to stride 8, 64-128 px to 16, larger to 32
+            finest_scale=16),
+        bbox_head=dict(
+            type='Shared2FCBBoxHead',
+            in_channels=64,
+            fc_out_channels=256,
+            roi_feat_size=7,
+            num_classes=3,
+            bbox_coder=dict(
+                type='DeltaXYWHBBoxCoder', target_means=[0.0, 0.0, 0.0, 0.0],
+                target_stds=[0.1, 0.1, 0.2, 0.2]),
+            reg_class_agnostic=False,
+            loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
+            loss_bbox=dict(type='L1Loss', loss_weight=1.0))),
+    train_cfg=dict(
+        rpn=dict(
+            assigner=dict(
+                type='MaxIoUAssigner', pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3,
+                match_low_quality=True, ignore_iof_thr=-1),
+            sampler=dict(type='RandomSampler', num=64, pos_fraction=0.5, neg_pos_ub=-1,
+                         add_gt_as_proposals=False),
+            allowed_border=-1,
+            pos_weight=-1,
+            debug=False),
+        rpn_proposal=dict(nms_pre=1000, max_per_img=300, nms=dict(type='nms', iou_threshold=0.7),
+                          min_bbox_size=0),
+        rcnn=dict(
+            assigner=dict(
+                type='MaxIoUAssigner', pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.5,
+                match_low_quality=False, ignore_iof_thr=-1),
+            sampler=dict(type='RandomSampler', num=128, pos_fraction=0.25, neg_pos_ub=-1,
+                         add_gt_as_proposals=True),
+            pos_weight=-1,
+            debug=False)),
+    test_cfg=dict(
+        rpn=dict(nms_pre=500, max_per_img=300, nms=dict(type='nms', iou_threshold=0.7), min_bbox_size=0),
+        rcnn=dict(score_thr=0.05, nms=dict(type='nms', iou_threshold=0.5), max_per_img=100)))

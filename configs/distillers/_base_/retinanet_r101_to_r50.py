@@ -1,0 +1,16 @@
+# The COCO pair RetinaNet R-101 -> R-50 (configs/coco/pairs.py: retinanet_r101_to_r50) as a DetectionDistiller:
+# the teacher with its model-zoo checkpoint, the student, the teacher's neck and head inherited by the
+# student. A method config adds its distill_losses, optimizer and schedule (and sets
+# inherit_neck_head=False where the method does not inherit). Data, schedule and runtime otherwise come
+# from the student config.
+_base_ = ['../../coco/retinanet_r50_fpn_2x_coco.py']
+
+model = dict(
+    _delete_=True,      # the student's detector keys must not merge into the distiller
+    type='DetectionDistiller',
+    teacher=dict(config='configs/coco/retinanet_r101_fpn_2x_coco.py',
+                 checkpoint='checkpoints/retinanet_r101_fpn_2x_coco_20200131-5560aee8.pth'),
+    student=dict(config='configs/coco/retinanet_r50_fpn_2x_coco.py'),
+    inherit_neck_head=True,
+    distill_losses=[])
+find_unused_parameters = True    # every method's COCO config trains with it
