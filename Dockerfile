@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # detkds-search on a CUDA machine: one image for the Ray head (controller), the GPU Ray workers and the dashboard.
 #
 # The stack is installed by the same scripts/install.sh as on a workstation, with the pins of
@@ -10,6 +11,8 @@
 # Fewer architectures build faster:  docker compose build --build-arg TORCH_CUDA_ARCH_LIST="8.0;9.0"
 #
 # Build:  docker compose build        (or: docker build -t detkds-search:latest .)
+# BuildKit is required (cache mount below): the default of `docker build` / `docker compose`; with the old
+# `docker-compose` 1.29 set DOCKER_BUILDKIT=1 COMPOSE_DOCKER_CLI_BUILD=1.
 ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-devel-ubuntu22.04
 FROM ${CUDA_IMAGE}
 

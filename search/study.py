@@ -65,6 +65,8 @@ def replay_records(study: optuna.Study) -> List[Record]:
         attrs = trial.user_attrs
         if ATTR_KEY not in attrs:
             continue   # not a search trial (e.g. a baseline reference run)
+        if attrs.get(ATTR_INTERRUPTED) and ATTR_SEED not in attrs:
+            continue   # its controller was killed while writing its attributes: nothing ran, nothing to replay
         records.append(Record(
             key=attrs[ATTR_KEY], seed=int(attrs[ATTR_SEED]), state=trial.state.name, value=trial.value,
             stage=int(attrs.get(ATTR_STAGE, 1)), input=attrs.get(ATTR_INPUT, ''),

@@ -171,12 +171,11 @@ def test_controller_killed_and_relaunched_against_the_cluster(cluster, tmp_path,
     config = write_search_config(tmp_path, shapes_root, **SMALL_PLAN)
     args = ['launch', config, '--study', 's', '--ray-address', cluster.address]
     proc = cli(args, cwd=tmp_path, env=cluster.env)
-    journal = tmp_path / 'runs' / 's' / 'study.journal'
-
     def two_finished_and_one_running():
-        if not journal.exists():
+        try:
+            done = [t for t in load(tmp_path).get_trials(deepcopy=False) if t.state.is_finished()]
+        except (FileNotFoundError, KeyError):    # no run folder yet, or no study in the journal yet
             return False
-        done = [t for t in load(tmp_path).get_trials(deepcopy=False) if t.state.is_finished()]
         return len(done) >= 2 and (cluster.busy_workers('head') or cluster.busy_workers(worker))
 
     try:
@@ -202,3 +201,22 @@ def test_controller_killed_and_relaunched_against_the_cluster(cluster, tmp_path,
     assert interrupted and all(t.state == TrialState.FAIL for t in interrupted)
     assert json.loads(study.user_attrs['progress'])['counts']['told'] == len(real)
     assert len(cluster.wait_for_nodes(2)) == 2         # both nodes outlived their controller
+
+
+def test_relaunch_skips_a_trial_its_killed_controller_was_still_creating(tmp_path):
+    """SIGKILL can land between Optuna's ask() and the last of the trial's attributes (seen on the cluster test):
+    the relaunch closes that trial as interrupted and replays the study without it."""
+    import optuna
+    from search.study import close_stale_trials, open_study, replay_records
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / 'j')))
+    study = open_study(storage, 'k')
+    done = study.ask()
+    for name, value in dict(key='aaa', seed=0, stage=1, input='global', generation=0, genome=None).items():
+        done.set_user_attr(name, value)
+    study.tell(done, 0.25)
+    half = study.ask()
+    half.set_user_attr('key', 'bbb')           # killed here: no seed, stage, ... and still RUNNING
+    assert close_stale_trials(study, 'interrupted') == 1
+    records = replay_records(study)
+    assert [(r.key, r.seed, r.value, r.interrupted) for r in records] == [('aaa', 0, 0.25, False)]
+    assert study.trials[half.number].state == optuna.trial.TrialState.FAIL
