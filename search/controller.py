@@ -164,11 +164,10 @@ class Launch:
     def _run_trials(self, study, evolution: Evolution, started_at: float) -> None:
         import ray
         from ray import tune
-        from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
 
         from workers.tune_trial import proxy_trainable
 
-        from .searcher import EvolutionSearcher, TrialRetryRecorder
+        from .searcher import EvolutionSearcher, TrialRetryRecorder, build_scheduler
         book = st.TrialBook(study, self.space)
         finished = sum(1 for r in st.replay_records(study) if not r.interrupted)
         max_new = None if self.max_trials is None else max(self.max_trials - finished, 0)
@@ -195,18 +194,8 @@ class Launch:
         searcher = EvolutionSearcher(evolution, book, max_new_trials=max_new, deadline=deadline,
                                      on_progress=on_progress)
         proxy = self.cfg.raw['proxy']
-        scheduler = None
-        if self.cfg.scheduler:
-            eval_interval = int(proxy.get('eval_interval') or proxy['iterations'])
-            common = dict(time_attr='iteration', metric='AP', mode='max')
-            if self.cfg.scheduler.get('type', 'asha') == 'asha':
-                scheduler = ASHAScheduler(max_t=int(proxy['iterations']),
-                                          grace_period=int(self.cfg.scheduler.get('grace_period', 1)) * eval_interval,
-                                          reduction_factor=float(self.cfg.scheduler.get('reduction_factor', 2)),
-                                          **common)
-            else:
-                scheduler = MedianStoppingRule(grace_period=float(self.cfg.scheduler.get('grace_period', 1))
-                                               * eval_interval, **common)
+        scheduler = build_scheduler(self.cfg.scheduler, int(proxy['iterations']),
+                                    int(proxy.get('eval_interval') or proxy['iterations']))
         os.environ.setdefault('TUNE_DISABLE_STRICT_METRIC_CHECKING', '1')  # loss-only reports carry no AP
         os.environ.setdefault('RAY_AIR_NEW_OUTPUT', '0')
         started_ray = not ray.is_initialized()

@@ -663,6 +663,8 @@ class Evolution(Generic[G]):
         result = stage2[0].winner() if stage2 else None
         if result is None:
             result = self._ledger.best([w.key for w in self.winners().values()])
+        if result is None:   # no input had a fit winner (all finalists failed): the best fit genome seen
+            result = self._ledger.best(self._ledger.genomes)
         return result
 
     def progress(self) -> Dict[str, Any]:

@@ -7,11 +7,12 @@ import time
 from typing import Any, Callable, Dict, Optional
 
 from ray.tune import Callback
+from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialScheduler
 from ray.tune.search import Searcher
 
 from workers.tune_trial import FINAL
 
-from .evolution import COMPLETE, FAIL, PRUNED, Evolution, Result
+from .evolution import COMPLETE, FAIL, PRUNED, REEVAL, Evolution, Result
 from .study import TrialBook
 
 
@@ -48,7 +49,7 @@ class EvolutionSearcher(Searcher):
         self.by_trial[trial_id] = proposal
         self.started += 1
         return {'genome': proposal.genome.to_json(), 'seed': proposal.seed, 'optuna_trial': number,
-                'proposal': proposal.id}
+                'proposal': proposal.id, 'kind': proposal.kind}
 
     def on_trial_result(self, trial_id: str, result: Dict[str, Any]) -> None:
         proposal = self.by_trial.get(trial_id)
@@ -108,3 +109,33 @@ class TrialRetryRecorder(Callback):
         except (OSError, TypeError) as exc:   # the reason is informative only; never break the run over it
             reason = f'error text unavailable ({exc})'
         self.searcher.book.retry(proposal.id, f'attempt {trial.num_failures}: {reason}')
+
+
+class _SparingReevaluations:
+    """Early stopping for exploration trials only: a re-evaluation confirms a finalist with another seed and
+    must run to the end (a pruned re-evaluation would make the finalist unfit on a partial result)."""
+
+    def on_trial_result(self, tune_controller, trial, result):
+        if trial.config.get('kind') == REEVAL:
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+
+class ExplorationASHA(_SparingReevaluations, ASHAScheduler):
+    pass
+
+
+class ExplorationMedianStopping(_SparingReevaluations, MedianStoppingRule):
+    pass
+
+
+def build_scheduler(settings: Optional[Dict[str, Any]], iterations: int, eval_interval: int):
+    """ASHA or the median rule on the intermediate proxy AP (``time_attr`` = proxy iteration), or None."""
+    if not settings:
+        return None
+    common = dict(time_attr='iteration', metric='AP', mode='max')
+    grace = int(settings.get('grace_period', 1)) * eval_interval
+    if settings.get('type', 'asha') == 'asha':
+        return ExplorationASHA(max_t=iterations, grace_period=grace,
+                               reduction_factor=float(settings.get('reduction_factor', 2)), **common)
+    return ExplorationMedianStopping(grace_period=float(grace), **common)

@@ -10,7 +10,8 @@ from optuna.trial import TrialState
 from distill_core.errors import ConfigError
 
 from . import study as st
-from .storage import ATTR_FORMULA, ATTR_WALL_TIME, mask_url, open_storage, resolve_storage_url
+from .results import results_of
+from .storage import ATTR_WALL_TIME, mask_url, open_storage, resolve_storage_url
 
 
 def study_status(study_name: str, storage: Optional[str] = None, run_dir: Optional[str] = None) -> Dict[str, Any]:
@@ -25,8 +26,9 @@ def study_status(study_name: str, storage: Optional[str] = None, run_dir: Option
     counts['interrupted'] = sum(bool(t.user_attrs.get(st.ATTR_INTERRUPTED)) for t in trials)
     attrs = study.user_attrs
     progress = json.loads(attrs.get(st.STUDY_PROGRESS, '{}') or '{}')
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    best = max(complete, key=lambda t: t.value) if complete else None
+    results = results_of(study, mask_url(url))
+    ranked = results.ranked()   # the search's decided winner first, then by mean over seeds; no baselines
+    best = ranked[0] if ranked else None
     started = float(attrs.get(st.STUDY_STARTED, time.time()))
     ends = [t.datetime_complete.timestamp() for t in trials if t.datetime_complete]
     running = counts['running'] > 0
@@ -42,8 +44,9 @@ def study_status(study_name: str, storage: Optional[str] = None, run_dir: Option
                     phase=s['phase']) for s in progress.get('streams', [])]
     return dict(study=study_name, storage=mask_url(url), stage=progress.get('stage'), streams=streams,
                 finished=bool(progress.get('finished')), trials=counts, budget=budget,
-                best=None if best is None else dict(trial=best.number, value=best.value,
-                                                    formula=best.user_attrs.get(ATTR_FORMULA, '')),
+                best=None if best is None else dict(trials=list(best.trials), value=best.value,
+                                                    formula=best.formula),
+                baselines=results.baselines(),
                 elapsed_s=round(elapsed, 1), remaining_s=None if remaining is None else round(remaining, 1))
 
 
@@ -58,8 +61,11 @@ def format_status(status: Dict[str, Any]) -> str:
                  f'({trials["interrupted"]} interrupted, re-run), {trials["pruned"]} pruned'
                  + (f'; budget {status["budget"]}' if status['budget'] is not None else ''))
     best = status['best']
-    lines.append(f'  best: AP {best["value"]:.4f} (trial {best["trial"]}) {best["formula"]}' if best
+    lines.append(f'  best: AP {best["value"]:.4f} (mean of trials {best["trials"]}) {best["formula"]}' if best
                  else '  best: none yet')
+    if status['baselines']:
+        lines.append('  baselines under the same proxy: '
+                     + ', '.join(f'{name} {value:.4f}' for name, value in status['baselines'].items()))
     remaining = status['remaining_s']
     lines.append(f'  elapsed {status["elapsed_s"]:.0f} s' +
                  (f', about {remaining:.0f} s remaining' if remaining is not None else ''))

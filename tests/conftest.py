@@ -20,86 +20,28 @@ def shapes_root(tmp_path_factory):
 # socket in the temp dir (trust, used only for setup), run as the `postgres` system user when we are root
 # (PostgreSQL refuses to run as root), and stopped with `pg_ctl stop -m fast` at session end whatever happens.
 # No binaries: a failure under CI (scripts/ci_system_deps.sh installs the Debian package), a skip locally.
-def _postgres_bin_dir():
-    import glob
-    import shutil
-    candidates = sorted(glob.glob('/usr/lib/postgresql/*/bin/initdb'),
-                        key=lambda p: int(p.split('/')[-3]) if p.split('/')[-3].isdigit() else 0)
-    if candidates:
-        return os.path.dirname(candidates[-1])
-    found = shutil.which('initdb')
-    return os.path.dirname(found) if found else None
-
-
-def _free_tcp_port():
-    import socket
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
+# The server itself is tests/pg_server.py (shared with benchmarks/controller.py).
 @pytest.fixture(scope='session')
 def postgres_url():
     external = os.environ.get('DETKDS_TEST_POSTGRES_URL')
     if external:
         yield external
         return
-    bin_dir = _postgres_bin_dir()
+    from .pg_server import NoServerUser, PrivatePostgres, postgres_bin_dir
+    bin_dir = postgres_bin_dir()
     if bin_dir is None:
         message = 'PostgreSQL binaries (initdb) not found; install the Debian package postgresql'
         if os.environ.get('CI'):
             pytest.fail(message + ' (scripts/ci_system_deps.sh does this in CI)')
         pytest.skip(message)
-
-    import pwd
-    import shutil
-    import subprocess
-    import tempfile
-    from urllib.parse import quote
-
-    run_as = []
-    tmp = tempfile.mkdtemp(prefix='detkds-pg-')
-    if os.geteuid() == 0:
-        try:
-            account = pwd.getpwnam('postgres')
-        except KeyError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            pytest.fail('running as root and no `postgres` system user to run the test server as')
-        os.chown(tmp, account.pw_uid, account.pw_gid)
-        run_as = ['runuser', '-u', 'postgres', '--']
-    os.chmod(tmp, 0o700)
-    data_dir, port = os.path.join(tmp, 'data'), _free_tcp_port()
-    user, password, database = 'detkds', 'T3st-p@ss:w/rd', 'detkds_test'
-
-    def run(*args):
-        # cwd=tmp: the server user may not be allowed into the caller's working directory.
-        result = subprocess.run(run_as + [os.path.join(bin_dir, args[0]), *args[1:]], cwd=tmp,
-                                capture_output=True, text=True, timeout=60)
-        if result.returncode != 0:
-            raise RuntimeError(f'{args[0]} failed: {result.stdout}\n{result.stderr}')
-        return result.stdout
-
-    def psql(sql):
-        return run('psql', '-h', tmp, '-p', str(port), '-U', 'detkds_admin', '-d', 'postgres',
-                   '-v', 'ON_ERROR_STOP=1', '-c', sql)
-
-    started = False
     try:
-        run('initdb', '-D', data_dir, '-U', 'detkds_admin', '--auth-local=trust', '--auth-host=scram-sha-256',
-            '--no-sync', '-E', 'UTF8')
-        run('pg_ctl', '-D', data_dir, '-l', os.path.join(tmp, 'server.log'), '-w', '-t', '30', '-o',
-            f'-c listen_addresses=127.0.0.1 -p {port} -k {tmp} -c fsync=off -c max_connections=200', 'start')
-        started = True
-        psql(f"CREATE ROLE {user} LOGIN PASSWORD '{password}'")
-        psql(f'CREATE DATABASE {database} OWNER {user}')
-        yield f'postgresql://{user}:{quote(password, safe="")}@127.0.0.1:{port}/{database}'
+        server = PrivatePostgres(bin_dir)
+    except NoServerUser as exc:
+        pytest.fail(f'{exc} (the test server)')
+    try:
+        yield server.url
     finally:
-        if started:
-            try:
-                run('pg_ctl', '-D', data_dir, '-m', 'fast', '-w', '-t', '30', 'stop')
-            except Exception as exc:  # still remove the folder; report the leak
-                print(f'[postgres fixture] stop failed: {exc}')
-        shutil.rmtree(tmp, ignore_errors=True)
+        server.stop()
 # --------------------------------------------------------------------------- end storage section
 
 

@@ -85,6 +85,8 @@ def check_complete_study(study):
             assert set(t.user_attrs['metrics']) >= {'AP', 'AP50', 'AP75'}
         if t.state == TrialState.FAIL:
             assert t.user_attrs.get('fail_reason')
+    # early stopping is for exploration only: a finalist's re-evaluation always runs to the end
+    assert not [t.number for t in real if t.user_attrs['kind'] == 'reeval' and t.state == TrialState.PRUNED]
     progress = json.loads(study.user_attrs['progress'])
     assert progress['finished'] and progress['stage'] == 2
     return real

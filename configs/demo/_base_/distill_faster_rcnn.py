@@ -8,8 +8,8 @@ _base_ = ['../faster_rcnn_student.py']
 model = dict(
     _delete_=True,      # the student's detector keys must not merge into the distiller
     type='DetectionDistiller',
-    teacher=dict(config='configs/demo/faster_rcnn_teacher.py',
+    teacher=dict(config='{{fileDirname}}/../faster_rcnn_teacher.py',
                  checkpoint='work_dirs/demo/faster_rcnn_teacher/final.pth'),
-    student=dict(config='configs/demo/faster_rcnn_student.py'),
+    student=dict(config='{{fileDirname}}/../faster_rcnn_student.py'),
     inherit_neck_head=True,
     distill_losses=[])

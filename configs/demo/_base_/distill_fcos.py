@@ -8,8 +8,8 @@ _base_ = ['../fcos_student.py']
 model = dict(
     _delete_=True,      # the student's detector keys must not merge into the distiller
     type='DetectionDistiller',
-    teacher=dict(config='configs/demo/fcos_teacher.py',
+    teacher=dict(config='{{fileDirname}}/../fcos_teacher.py',
                  checkpoint='work_dirs/demo/fcos_teacher/final.pth'),
-    student=dict(config='configs/demo/fcos_student.py'),
+    student=dict(config='{{fileDirname}}/../fcos_student.py'),
     inherit_neck_head=True,
     distill_losses=[])

@@ -8,8 +8,8 @@ _base_ = ['../gfl_student.py']
 model = dict(
     _delete_=True,      # the student's detector keys must not merge into the distiller
     type='DetectionDistiller',
-    teacher=dict(config='configs/demo/gfl_teacher.py',
+    teacher=dict(config='{{fileDirname}}/../gfl_teacher.py',
                  checkpoint='work_dirs/demo/gfl_teacher/final.pth'),
-    student=dict(config='configs/demo/gfl_student.py'),
+    student=dict(config='{{fileDirname}}/../gfl_student.py'),
     inherit_neck_head=True,
     distill_losses=[])

@@ -8,8 +8,8 @@ _base_ = ['../reppoints_student.py']
 model = dict(
     _delete_=True,      # the student's detector keys must not merge into the distiller
     type='DetectionDistiller',
-    teacher=dict(config='configs/demo/reppoints_teacher.py',
+    teacher=dict(config='{{fileDirname}}/../reppoints_teacher.py',
                  checkpoint='work_dirs/demo/reppoints_teacher/final.pth'),
-    student=dict(config='configs/demo/reppoints_student.py'),
+    student=dict(config='{{fileDirname}}/../reppoints_student.py'),
     inherit_neck_head=True,
     distill_losses=[])

@@ -8,8 +8,8 @@ _base_ = ['../retinanet_student.py']
 model = dict(
     _delete_=True,      # the student's detector keys must not merge into the distiller
     type='DetectionDistiller',
-    teacher=dict(config='configs/demo/retinanet_teacher.py',
+    teacher=dict(config='{{fileDirname}}/../retinanet_teacher.py',
                  checkpoint='work_dirs/demo/retinanet_teacher/final.pth'),
-    student=dict(config='configs/demo/retinanet_student.py'),
+    student=dict(config='{{fileDirname}}/../retinanet_student.py'),
     inherit_neck_head=True,
     distill_losses=[])

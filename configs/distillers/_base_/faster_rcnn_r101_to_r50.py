@@ -8,9 +8,9 @@ _base_ = ['../../coco/faster-rcnn_r50_fpn_2x_coco.py']
 model = dict(
     _delete_=True,      # the student's detector keys must not merge into the distiller
     type='DetectionDistiller',
-    teacher=dict(config='configs/coco/faster-rcnn_r101_fpn_2x_coco.py',
+    teacher=dict(config='{{fileDirname}}/../../coco/faster-rcnn_r101_fpn_2x_coco.py',
                  checkpoint='checkpoints/faster_rcnn_r101_fpn_2x_coco_bbox_mAP-0.398_20200504_210455-1d2dac9c.pth'),
-    student=dict(config='configs/coco/faster-rcnn_r50_fpn_2x_coco.py'),
+    student=dict(config='{{fileDirname}}/../../coco/faster-rcnn_r50_fpn_2x_coco.py'),
     inherit_neck_head=True,
     distill_losses=[])
 find_unused_parameters = True    # every method's COCO config trains with it

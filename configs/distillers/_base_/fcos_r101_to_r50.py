@@ -8,9 +8,9 @@ _base_ = ['../../coco/fcos_r50-caffe_fpn_gn-head_ms-640-800-2x_coco.py']
 model = dict(
     _delete_=True,      # the student's detector keys must not merge into the distiller
     type='DetectionDistiller',
-    teacher=dict(config='configs/coco/fcos_r101-caffe_fpn_gn-head_ms-640-800-2x_coco.py',
+    teacher=dict(config='{{fileDirname}}/../../coco/fcos_r101-caffe_fpn_gn-head_ms-640-800-2x_coco.py',
                  checkpoint='checkpoints/fcos_r101_caffe_fpn_gn-head_mstrain_640-800_2x_coco-511424d6.pth'),
-    student=dict(config='configs/coco/fcos_r50-caffe_fpn_gn-head_ms-640-800-2x_coco.py'),
+    student=dict(config='{{fileDirname}}/../../coco/fcos_r50-caffe_fpn_gn-head_ms-640-800-2x_coco.py'),
     inherit_neck_head=True,
     distill_losses=[])
 find_unused_parameters = True    # every method's COCO config trains with it

@@ -8,9 +8,9 @@ _base_ = ['../../coco/gfl_r50_fpn_1x_coco.py']
 model = dict(
     _delete_=True,      # the student's detector keys must not merge into the distiller
     type='DetectionDistiller',
-    teacher=dict(config='configs/coco/gfl_r101_fpn_ms-2x_coco.py',
+    teacher=dict(config='{{fileDirname}}/../../coco/gfl_r101_fpn_ms-2x_coco.py',
                  checkpoint='checkpoints/gfl_r101_fpn_mstrain_2x_coco_20200629_200126-dd12f847.pth'),
-    student=dict(config='configs/coco/gfl_r50_fpn_1x_coco.py'),
+    student=dict(config='{{fileDirname}}/../../coco/gfl_r50_fpn_1x_coco.py'),
     inherit_neck_head=True,
     distill_losses=[])
 find_unused_parameters = True    # every method's COCO config trains with it

@@ -8,9 +8,9 @@ _base_ = ['../../coco/retinanet_r50_fpn_2x_coco.py']
 model = dict(
     _delete_=True,      # the student's detector keys must not merge into the distiller
     type='DetectionDistiller',
-    teacher=dict(config='configs/coco/retinanet_r101_fpn_2x_coco.py',
+    teacher=dict(config='{{fileDirname}}/../../coco/retinanet_r101_fpn_2x_coco.py',
                  checkpoint='checkpoints/retinanet_r101_fpn_2x_coco_20200131-5560aee8.pth'),
-    student=dict(config='configs/coco/retinanet_r50_fpn_2x_coco.py'),
+    student=dict(config='{{fileDirname}}/../../coco/retinanet_r50_fpn_2x_coco.py'),
     inherit_neck_head=True,
     distill_losses=[])
 find_unused_parameters = True    # every method's COCO config trains with it

@@ -6,7 +6,7 @@
 _base_ = ['../_base_/faster_rcnn_r101_to_r50.py']
 
 model = dict(
-    student=dict(config='configs/distillers/gkd_global/faster_rcnn_r50_trained_student.py'),
+    student=dict(config='{{fileDirname}}/faster_rcnn_r50_trained_student.py'),
     inherit_neck_head=False,
     distill_losses=[
         dict(name='gkd_point', levels='all', loss=dict(
