@@ -67,9 +67,13 @@ def _sizes(maps: Sequence[Tensor]) -> List[Tuple[int, int]]:
     return [tuple(m.shape[-2:]) for m in maps]
 
 
-def _level_strides(head, counts: Sequence[int], device) -> Tensor:
-    return torch.cat([torch.full((c,), float(s[0] if isinstance(s, (tuple, list)) else s), device=device)
-                      for c, s in zip(counts, head.prior_generator.strides)])
+def _priors(head, maps: Sequence[Tensor]) -> Tuple[List[Tensor], Tensor]:
+    """The head's priors (anchors or points) per level for these maps, and each prior's stride (flat)."""
+    priors = head.prior_generator.grid_priors(_sizes(maps), dtype=maps[0].dtype, device=maps[0].device)
+    strides = torch.cat([torch.full((p.shape[0],), float(s[0] if isinstance(s, (tuple, list)) else s),
+                                    device=maps[0].device)
+                         for p, s in zip(priors, head.prior_generator.strides)])
+    return priors, strides
 
 
 class DetectorFamily:
@@ -108,13 +112,11 @@ class AnchorDeltaFamily(DetectorFamily):
     def dense_boxes(self, head, outputs) -> DenseBoxes:
         cls_maps, reg_maps = self.class_maps(outputs), list(outputs[1])
         n = reg_maps[0].shape[0]
-        anchors = head.prior_generator.grid_priors(_sizes(reg_maps), dtype=reg_maps[0].dtype,
-                                                   device=reg_maps[0].device)
-        counts = [a.shape[0] for a in anchors]
+        anchors, strides = _priors(head, reg_maps)
         anchors = torch.cat(anchors).unsqueeze(0).expand(n, -1, -1).reshape(-1, 4)
         deltas = torch.cat([_flat(r, 4) for r in reg_maps], 1).reshape(-1, 4)
         boxes = get_box_tensor(head.bbox_coder.decode(anchors, deltas)).reshape(n, -1, 4)
-        return DenseBoxes(boxes, self.scores(head, outputs), _level_strides(head, counts, boxes.device))
+        return DenseBoxes(boxes, self.scores(head, outputs), strides)
 
 
 class RetinaNetFamily(AnchorDeltaFamily):
@@ -129,10 +131,7 @@ class FCOSFamily(DetectorFamily):
     def dense_boxes(self, head, outputs) -> DenseBoxes:
         reg_maps = list(outputs[1])
         n = reg_maps[0].shape[0]
-        points = head.prior_generator.grid_priors(_sizes(reg_maps), dtype=reg_maps[0].dtype,
-                                                  device=reg_maps[0].device)
-        counts = [p.shape[0] for p in points]
-        strides = _level_strides(head, counts, reg_maps[0].device)
+        points, strides = _priors(head, reg_maps)
         dist = torch.cat([_flat(r, 4) for r in reg_maps], 1)
         # FCOS with norm_on_bbox predicts in stride units and multiplies by the stride only in eval mode
         if head.norm_on_bbox and head.training:
@@ -151,10 +150,7 @@ class GFLFamily(AnchorDeltaFamily):
         reg_maps = list(outputs[1])
         n = reg_maps[0].shape[0]
         bins = head.reg_max + 1
-        anchors = head.prior_generator.grid_priors(_sizes(reg_maps), dtype=reg_maps[0].dtype,
-                                                   device=reg_maps[0].device)
-        counts = [a.shape[0] for a in anchors]
-        strides = _level_strides(head, counts, reg_maps[0].device)
+        anchors, strides = _priors(head, reg_maps)
         centers = head.anchor_center(torch.cat(anchors))
         dist_logits = torch.cat([_flat(r, 4 * bins) for r in reg_maps], 1).reshape(n, -1, 4, bins)
         project = torch.arange(bins, dtype=dist_logits.dtype, device=dist_logits.device)
@@ -175,10 +171,7 @@ class RepPointsFamily(DetectorFamily):
         else:                   # eval forward already returns points2bbox(pts_refine)
             offsets = list(outputs[1])
         n = offsets[0].shape[0]
-        points = head.prior_generator.grid_priors(_sizes(offsets), dtype=offsets[0].dtype,
-                                                  device=offsets[0].device)
-        counts = [p.shape[0] for p in points]
-        strides = _level_strides(head, counts, offsets[0].device)
+        points, strides = _priors(head, offsets)
         centers = torch.cat(points)[:, :2].repeat(1, 2)
         boxes = torch.cat([_flat(o, 4) for o in offsets], 1) * strides.view(1, -1, 1) + centers
         return DenseBoxes(boxes, self.scores(head, outputs), strides)
