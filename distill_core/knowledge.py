@@ -99,7 +99,7 @@ class DetectorFamily:
     def dense_boxes(self, head, outputs) -> DenseBoxes:
         raise NotImplementedError
 
-    def roi_logits(self, ctx: DistillContext) -> Optional[Tuple[Tensor, Tensor]]:
+    def roi_logits(self, ctx: DistillContext, max_per_image: Optional[int] = None) -> Optional[Tuple[Tensor, Tensor]]:
         return None
 
     def student_recorders(self) -> Dict[str, str]:
@@ -186,13 +186,23 @@ class TwoStageFamily(AnchorDeltaFamily):
     def student_recorders(self) -> Dict[str, str]:
         return {self._EXTRACTOR: 'roi_head.bbox_roi_extractor', self._BBOX_HEAD: 'roi_head.bbox_head'}
 
-    def roi_logits(self, ctx: DistillContext) -> Optional[Tuple[Tensor, Tensor]]:
+    def roi_logits(self, ctx: DistillContext, max_per_image: Optional[int] = None) -> Optional[Tuple[Tensor, Tensor]]:
+        """Student and teacher class logits of the student's sampled RoIs; with ``max_per_image``, only the
+        first RoIs of each image: the sampler puts positives first, so all positives (25 % of 512 by default)
+        and the first negatives are kept, and the teacher's RoI head (its cost grows with the RoI count)
+        runs on far fewer RoIs."""
         extractor_call = ctx.recorded_call(self._EXTRACTOR)
         head_call = ctx.recorded_call(self._BBOX_HEAD)
         if extractor_call is None or head_call is None:
             return None   # RoI head not run this step (or recorders not installed): RPN logits only
         rois = extractor_call[0][1].detach()
         student_cls = head_call[1][0]
+        if max_per_image is not None:
+            image = rois[:, 0].long()   # RoIs are grouped by image, in sampling order
+            counts = torch.bincount(image, minlength=int(image.max()) + 1 if len(image) else 0)
+            starts = torch.cumsum(counts, 0) - counts
+            keep = (torch.arange(len(rois), device=rois.device) - starts[image]) < max_per_image
+            rois, student_cls = rois[keep], student_cls[keep]
         roi_head = ctx.teacher.roi_head
         with torch.no_grad():
             extractor = roi_head.bbox_roi_extractor
@@ -317,12 +327,14 @@ class InstanceFeatures(KnowledgeInput):
 
 class LogitsResponse(KnowledgeInput):
     name = 'logits'
+    # Two-stage: RoI classification on at most this many sampled RoIs per image (positives first); None = all.
+    defaults = {'max_rois_per_image': 32}
 
     def parts(self, ctx, family, distance):
         s_maps = family.class_maps(ctx.student_head_outputs)
         t_maps = family.class_maps(ctx.teacher_head_outputs)
         pairs = [(s.sigmoid(), t.sigmoid()) for s, t in zip(s_maps, t_maps)]
-        roi = family.roi_logits(ctx)
+        roi = family.roi_logits(ctx, self.options['max_rois_per_image'])
         if roi is not None:
             pairs.append((F.softmax(roi[0], -1), F.softmax(roi[1], -1)))
         return [Part('logits', pairs)]

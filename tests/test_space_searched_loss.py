@@ -124,9 +124,18 @@ def test_two_stage_logits_include_roi_classification(steps):
     num_classes = model.student.roi_head.bbox_head.num_classes
     assert student_cls.shape == teacher_cls.shape and student_cls.shape[1] == num_classes + 1
     assert student_cls.requires_grad and not teacher_cls.requires_grad
-    pairs = INPUTS['logits']().parts(ctx, family, 'l1')[0].pairs
+    pairs = INPUTS['logits'](max_rois_per_image=None).parts(ctx, family, 'l1')[0].pairs
     assert len(pairs) == ctx.num_levels + 1
     assert torch.allclose(pairs[-1][0].sum(1), torch.ones(len(student_cls)))   # softmax over C + 1
+    # bounded RoI count: the first K RoIs of every image (the sampler's positives come first)
+    rois = ctx.recorded_call(family._EXTRACTOR)[0][1]
+    per_image = torch.bincount(rois[:, 0].long())
+    capped_student, capped_teacher = family.roi_logits(ctx, max_per_image=5)
+    assert len(capped_student) == len(capped_teacher) == int(per_image.clamp(max=5).sum())
+    first = torch.cat([torch.arange(start, start + min(int(n), 5))
+                       for start, n in zip((torch.cumsum(per_image, 0) - per_image).tolist(), per_image)])
+    assert torch.equal(capped_student, student_cls[first]) and torch.allclose(capped_teacher, teacher_cls[first])
+    assert len(INPUTS['logits']().parts(ctx, family, 'l1')[0].pairs[-1][0]) == int(per_image.clamp(max=128).sum())
 
 
 @pytest.mark.parametrize('family', ['fcos', 'reppoints', 'gfl', 'retinanet'])
