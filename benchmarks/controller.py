@@ -61,12 +61,14 @@ def parse_args():
     parser.add_argument('--write-trials', type=int, default=200, help='trials written per storage backend')
     parser.add_argument('--reports', type=int, default=3, help='intermediate reports per written trial')
     parser.add_argument('--postgres-url', help='existing PostgreSQL database (default: a private server)')
-    parser.add_argument('--reuse-actors', action='store_true',
-                        help='what-if: let Tune reuse trial actors (the controller does not: reuse_actors=False)')
+    parser.add_argument('--fresh-actors', action='store_true',
+                        help='what-if: a new Ray actor per trial (reuse_actors=False; the controller reuses them)')
     parser.add_argument('--skip-ray', action='store_true')
     parser.add_argument('--skip-storage', action='store_true')
     parser.add_argument('--json', help='write every figure here')
-    return parser.parse_args()
+    args = parser.parse_args()
+    args.reuse_actors = not args.fresh_actors   # what search/controller.py does
+    return args
 
 
 def pseudo_fitness(genome_json: str) -> float:

@@ -208,7 +208,10 @@ class Launch:
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
-                                        max_concurrent_trials=concurrency, reuse_actors=False),
+                                        max_concurrent_trials=concurrency,
+                                        # a trial builds everything it uses and seeds itself, so its process
+                                        # can serve the next trial: saves ~2 s of actor start per trial
+                                        reuse_actors=True),
             run_config=tune.RunConfig(name=self.study_name, storage_path=osp.join(self.run_dir, 'ray'),
                                       verbose=0, failure_config=tune.FailureConfig(max_failures=2),
                                       callbacks=[TrialRetryRecorder(searcher)],
