@@ -134,8 +134,11 @@ def test_two_stage_logits_include_roi_classification(steps):
     assert len(capped_student) == len(capped_teacher) == int(per_image.clamp(max=5).sum())
     first = torch.cat([torch.arange(start, start + min(int(n), 5))
                        for start, n in zip((torch.cumsum(per_image, 0) - per_image).tolist(), per_image)])
-    assert torch.equal(capped_student, student_cls[first]) and torch.allclose(capped_teacher, teacher_cls[first])
-    assert len(INPUTS['logits']().parts(ctx, family, 'l1')[0].pairs[-1][0]) == int(per_image.clamp(max=128).sum())
+    assert torch.equal(capped_student, student_cls[first])
+    # the teacher's RoI head runs on fewer RoIs: same values up to the matmul's summation order
+    assert torch.allclose(capped_teacher, teacher_cls[first], rtol=1e-4, atol=1e-5)
+    default_cap = INPUTS['logits'].defaults['max_rois_per_image']
+    assert len(INPUTS['logits']().parts(ctx, family, 'l1')[0].pairs[-1][0]) == int(per_image.clamp(max=default_cap).sum())
 
 
 @pytest.mark.parametrize('family', ['fcos', 'reppoints', 'gfl', 'retinanet'])
