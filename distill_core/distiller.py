@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from .checkpoint import inherit_matching_tensors, load_matching_weights
 from .context import DistillContext, dense_head_name
 from .errors import ConfigError
-from .model_config import build_detector, resolve_model_config
+from .model_config import build_in_mmdet_scope, resolve_model_config
 
 
 def _neck_attr(detector: nn.Module, attr: str) -> Optional[int]:
@@ -148,10 +148,10 @@ class DetectionDistiller(BaseDetector):
         teacher_cfg = resolve_model_config(teacher['config'], 'teacher')
         pre_cfg = ConfigDict(data_preprocessor or student_cfg.get('data_preprocessor') or
                              dict(type='DetDataPreprocessor'))
-        super().__init__(data_preprocessor=build_detector(pre_cfg), init_cfg=init_cfg)
+        super().__init__(data_preprocessor=build_in_mmdet_scope(pre_cfg), init_cfg=init_cfg)
 
-        self.student = build_detector(student_cfg)
-        self.teacher = build_detector(teacher_cfg)
+        self.student = build_in_mmdet_scope(student_cfg)
+        self.teacher = build_in_mmdet_scope(teacher_cfg)
         checkpoint = teacher.get('checkpoint')
         if checkpoint is None:
             raise ConfigError('DetectionDistiller: teacher.checkpoint is required (a trained teacher)')
@@ -201,7 +201,7 @@ class DetectionDistiller(BaseDetector):
             raise ConfigError(f'distill_losses.{name}: unknown loss type {loss_cfg.get("type")!r}')
         levels = entry.get('levels')
         if levels is None:
-            self.distill_losses[name] = build_detector(loss_cfg)
+            self.distill_losses[name] = build_in_mmdet_scope(loss_cfg)
             self._plan.append((name, None, name))
             return
         if levels == 'all':
@@ -212,7 +212,7 @@ class DetectionDistiller(BaseDetector):
             if self.num_levels is not None and not 0 <= level < self.num_levels:
                 raise ConfigError(f'distill_losses.{name}: level {level} outside 0..{self.num_levels - 1}')
             key = f'{name}_fpn{level}'
-            self.distill_losses[key] = build_detector(loss_cfg)
+            self.distill_losses[key] = build_in_mmdet_scope(loss_cfg)
             self._plan.append((name, level, key))
 
     # ------------------------------------------------------------------ weights and modes

@@ -47,8 +47,8 @@ def check_model_type(model_type: Any, role: str) -> None:
         raise ConfigError(f'{role}: unknown model type {model_type!r} (not registered in mmdet MODELS)')
 
 
-def build_detector(model_cfg: Any):
-    """Build a model from MMDetection's registry inside the ``mmdet`` scope.
+def build_in_mmdet_scope(model_cfg: Any):
+    """Build a detector, data preprocessor or loss from MMDetection's ``MODELS`` inside the ``mmdet`` scope.
 
     mmengine builds nested parts (the data preprocessor) through the current default scope; outside a Runner
     there may be none, so we set it for the build.

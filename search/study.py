@@ -165,8 +165,9 @@ class TrialBook:
             self.study.tell(trial, state=_STATES[state])
 
     def interrupt_all(self, reason: str) -> int:
-        for proposal_id in list(self.open):
-            trial = self.open[proposal_id]
-            trial.set_user_attr(ATTR_INTERRUPTED, True)
+        """Close every open trial FAIL + interrupted (re-run on resume); returns how many."""
+        closed = list(self.open)
+        for proposal_id in closed:
+            self.open[proposal_id].set_user_attr(ATTR_INTERRUPTED, True)
             self.finish(proposal_id, FAIL, None, reason)
-        return 0
+        return len(closed)

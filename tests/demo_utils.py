@@ -15,12 +15,12 @@ def demo_config_path(name: str) -> str:
 def build_teacher_checkpoint(family: str, tmp_path, config: str = None) -> str:
     """A randomly initialised detector saved as a checkpoint: enough to test wiring, not accuracy."""
     from distill_core.checkpoint import save_atomic
-    from distill_core.model_config import build_detector
+    from distill_core.model_config import build_in_mmdet_scope
     name = config or f'{family}_teacher'
     path = osp.join(str(tmp_path), f'{name}.pth')
     if not osp.exists(path):
         torch.manual_seed(0)
-        model = build_detector(Config.fromfile(demo_config_path(name)).model)
+        model = build_in_mmdet_scope(Config.fromfile(demo_config_path(name)).model)
         model.init_weights()
         save_atomic({'state_dict': model.state_dict(), 'meta': {}}, path)
     return path

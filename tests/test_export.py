@@ -183,12 +183,12 @@ def test_launch_exports_and_the_export_trains_transfers_and_loads(tiny_search, t
     from mmengine.registry import DefaultScope
     from distill_core import register_all_modules
     from distill_core.checkpoint import load_checkpoint_file, state_dict_of
-    from distill_core.model_config import build_detector
+    from distill_core.model_config import build_in_mmdet_scope
     register_mmdet()
     plain = init_detector(STUDENT_CONFIG, student_ckpt, device='cpu')
     # ... predicts what the trained distiller's own student predicts
     register_all_modules()
-    distiller = build_detector(cfg.model)
+    distiller = build_in_mmdet_scope(cfg.model)
     missing, unexpected = distiller.load_state_dict(state_dict_of(load_checkpoint_file(
         osp.join(work_dir, 'final.pth'), 'test')), strict=False)
     assert not [k for k in missing if not k.startswith('teacher.')] and not unexpected

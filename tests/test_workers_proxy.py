@@ -252,7 +252,7 @@ def test_prepare_errors(cfg, tmp_path):
 @pytest.mark.slow
 def test_prepare_generates_data_and_trains_the_teacher_once(tmp_path):
     from distill_core.checkpoint import load_matching_weights
-    from distill_core.model_config import build_detector, resolve_model_config
+    from distill_core.model_config import build_in_mmdet_scope, resolve_model_config
     teacher_config = osp.join(ROOT, 'configs', 'demo', 'retinanet_teacher.py')
     search = dict(
         teacher=dict(config=teacher_config, checkpoint='ckpt/teacher.pth',
@@ -267,7 +267,7 @@ def test_prepare_generates_data_and_trains_the_teacher_once(tmp_path):
     checkpoint = tmp_path / 'ckpt' / 'teacher.pth'
     assert osp.isfile(checkpoint) and osp.isfile(tmp_path / 'work' / 'teacher' / 'final.pth')
     assert any('generating' in line for line in lines) and any('training' in line for line in lines)
-    teacher = build_detector(resolve_model_config(teacher_config, 'teacher'))
+    teacher = build_in_mmdet_scope(resolve_model_config(teacher_config, 'teacher'))
     load_matching_weights(teacher, str(checkpoint), 'teacher')   # a complete checkpoint of that config
     mtime = os.stat(checkpoint).st_mtime_ns
     lines.clear()

@@ -112,7 +112,7 @@ def test(config_path: str, checkpoint: str, work_dir: Optional[str] = None, laun
         example = (missing or wrong)[0]
         raise CheckpointError(f'checkpoint {checkpoint} does not match {config_path}: {len(missing)} missing and '
                               f'{len(wrong)} shape-mismatched tensors (e.g. {example})')
-    runner.load_checkpoint(checkpoint, map_location='cpu', strict=False)
+    model.load_state_dict(state, strict=False)   # already read and checked above: no second read
     metrics = {k: float(v) for k, v in runner.test().items()}
     if out:
         os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
