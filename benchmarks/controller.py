@@ -49,7 +49,6 @@ from search.evolution import COMPLETE, Evolution, StagePlan  # noqa: E402
 from search.operators import build_ops  # noqa: E402
 from search.space import Space  # noqa: E402
 
-INPUTS = ('global', 'fg_bg')   # the two stage-1 inputs of the Ray run
 SLOTS = 2                      # Ray workers (num_cpus=2, 1 CPU per trial)
 TARGET_UTILISATION = 0.90
 
@@ -58,6 +57,11 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--trials', type=int, default=64, help='about this many trials in the Ray run')
     parser.add_argument('--trial-seconds', type=float, default=3.0, help='sleep of the no-op trainable')
+    parser.add_argument('--inputs', default='all',
+                        help="stage-1 inputs, comma-separated, or 'all' (the product default: every input of the "
+                             "space, interleaved)")
+    parser.add_argument('--elite', type=int, default=StagePlan.elite_count,
+                        help='elite count (default: the product default)')
     parser.add_argument('--write-trials', type=int, default=200, help='trials written per storage backend')
     parser.add_argument('--reports', type=int, default=3, help='intermediate reports per written trial')
     parser.add_argument('--postgres-url', help='existing PostgreSQL database (default: a private server)')
@@ -93,7 +97,7 @@ def load_average() -> str:
 # ----------------------------------------------------------------------------------------- plan choice
 def simulate(plan: StagePlan, space: Space) -> int:
     """Trials the real evolution runs under ``plan`` with the pseudo-fitness (ask/tell, no Ray)."""
-    stage1, stage2 = build_ops(space, plan.stage1_inputs)
+    stage1, stage2 = build_ops(space, plan.stage1_inputs or None)
     evolution = Evolution(plan, stage1, stage2)
     trials = 0
     while not evolution.finished:
@@ -106,16 +110,17 @@ def simulate(plan: StagePlan, space: Space) -> int:
     return trials
 
 
-def choose_plan(target: int, space: Space) -> Tuple[StagePlan, int]:
-    """The plan (2 inputs, stage 2 included) whose dry run is closest to ``target`` trials; ties prefer more
-    generations (more generation barriers, as in a real search)."""
+def choose_plan(target: int, space: Space, inputs: Tuple[str, ...], elite: int) -> Tuple[StagePlan, int]:
+    """The plan (``inputs``, () = all; stage 2 included) whose dry run is closest to ``target`` trials; ties
+    prefer more generations (more generation barriers, as in a real search)."""
     best = None
+    num_inputs = len(inputs) or len(build_ops(space, None)[0])
     for population, generations, population2, generations2 in itertools.product(
             (4, 6, 8, 10, 12), (2, 3, 4), (4, 6, 8), (2, 3)):
-        plan = StagePlan(stage1_inputs=INPUTS, population_size=population, generations=generations,
-                         stage2_population_size=population2, stage2_generations=generations2, elite_count=1,
+        plan = StagePlan(stage1_inputs=inputs, population_size=population, generations=generations,
+                         stage2_population_size=population2, stage2_generations=generations2, elite_count=elite,
                          tournament_size=2, reeval_top_k=2, reeval_seeds=1, seed=0)
-        if plan.max_evaluations() < target * 0.7 or plan.max_evaluations() > target * 1.6:
+        if not target * 0.7 <= plan.max_evaluations(num_inputs) <= target * 1.6:
             continue
         trials = simulate(plan, space)
         score = (abs(trials - target), -(generations + generations2))
@@ -168,8 +173,9 @@ def run_ray(args, space: Space) -> Dict[str, Any]:
     from search.searcher import EvolutionSearcher, TrialRetryRecorder
     from search.storage import open_storage
 
-    plan, planned = choose_plan(args.trials, space)
-    print(f'[ray] plan: inputs {list(plan.stage1_inputs)}, population {plan.population_size} x '
+    inputs = () if args.inputs == 'all' else tuple(args.inputs.split(','))
+    plan, planned = choose_plan(args.trials, space, inputs, args.elite)
+    print(f'[ray] plan: inputs {list(plan.stage1_inputs) or "all"}, population {plan.population_size} x '
           f'{plan.generations} generations, stage 2 {plan.stage2_population_size} x {plan.stage2_generations}, '
           f'elite {plan.elite_count}, re-evaluate top {plan.reeval_top_k}: {planned} trials in the dry run')
 
@@ -201,7 +207,7 @@ def run_ray(args, space: Space) -> Dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix='detkds-bench-ctl-')
     storage = open_storage(None, tmp)   # the launch's default: journal file in the run dir
     study = st.open_study(storage, 'bench')
-    stage1, stage2 = build_ops(space, plan.stage1_inputs)
+    stage1, stage2 = build_ops(space, plan.stage1_inputs or None)
     evolution = Evolution.replay(st.replay_records(study), plan, stage1, stage2)
     book = st.TrialBook(study, space)
 
@@ -268,7 +274,10 @@ def run_ray(args, space: Space) -> Dict[str, Any]:
                utilisation=busy / (SLOTS * span), ideal_span_s=busy / SLOTS, latency_s=stats(latency),
                end_to_suggest_s=stats(to_suggest), suggest_to_start_s=stats(to_start), tail_idle_s=tail_idle,
                empty_suggests=searcher.empty_suggests, suggest_call_s=stats(searcher.suggest_s),
-               on_trial_complete_s=stats(searcher.complete_s), load_average_after=load_average())
+               on_trial_complete_s=stats(searcher.complete_s), load_average_after=load_average(),
+               gaps=[dict(gap=gap, previous=prev, next=nxt, ended=by_id[prev][1] - fit_start,
+                          to_suggest=searcher.suggested_at[nxt] - by_id[prev][1] if nxt in searcher.suggested_at
+                          else None) for gap, prev, nxt in gaps])
     shutil.rmtree(tmp, ignore_errors=True)
     return out
 

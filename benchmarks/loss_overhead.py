@@ -5,14 +5,19 @@
    combination of the default space (slowest op per slot and slowest distance, measured here, every input on).
    Measured as the difference of two distiller steps (with the searched loss / without distillation losses),
    so the backward through the student that both share is not counted twice; interleaved, median of N.
-2. The vectorised mask builder against a straightforward per-box loop of the same rule, at 5, 50 and 200 boxes
+2. Per demo pair: the same difference for each published method's demo config (``configs/distillers/<method>/
+   <method>_demo_<family>.py``: FGD, MGD, PKD, GKD, Global-Knowledge, where one exists for the family): the
+   method's per-step cost relative to the student step. Hook work outside the step (Global-Knowledge's
+   prototype generation every ``interval`` iterations) is not included.
+3. The vectorised mask builder against a straightforward per-box loop of the same rule, at 5, 50 and 200 boxes
    per image on COCO-sized maps (batch 2, 800 x 1216, strides 8..128), asserting equal masks: one
    ``fg_bg_masks`` call per level, and ``fg_bg_masks_levels`` for all levels at once (what the fg/bg input uses;
    the 5x target applies to it).
 
 Targets: every published formulation under 15 % of the student step; mask builder >= 5x faster at 50 boxes.
 
-    .venv/bin/python benchmarks/loss_overhead.py [--families retinanet fcos] [--repeats 15] [--json out.json]
+    .venv/bin/python benchmarks/loss_overhead.py [--families retinanet fcos] [--repeats 15]
+        [--parts masks overhead methods] [--json out.json]
 """
 from __future__ import annotations
 
@@ -51,6 +56,7 @@ from workers.full_training import use_data_root  # noqa: E402
 FAMILIES = ('retinanet', 'faster_rcnn', 'fcos', 'gfl', 'reppoints')
 PUBLISHED = {'retinanet': ('retinanet_r101_r50', 'retinanet_x101_r50'), 'faster_rcnn': ('faster_rcnn_r101_r50',),
              'fcos': ('fcos_r101_r50',), 'gfl': ('gfl_r101_r50',), 'reppoints': ('reppoints_x101_r50',)}
+METHODS = ('fgd', 'mgd', 'pkd', 'gkd', 'gkd_global')
 TARGET_OVERHEAD, TARGET_MASK_SPEEDUP = 0.15, 5.0
 
 
@@ -131,42 +137,74 @@ def distiller(family: str, checkpoint: str, genome=None) -> DetectionDistiller:
     return model.train()
 
 
-def overhead_rows(family: str, space: Space, data_root: str, work: str, repeats: int, batch_size: int):
+def method_distiller(config_path: str, checkpoint: str) -> DetectionDistiller:
+    """The distiller of a published method's demo config, its teacher weights taken from ``checkpoint``."""
+    model_cfg = Config.fromfile(config_path).model
+    model_cfg.teacher.checkpoint = checkpoint
     torch.manual_seed(0)
-    teacher = MODELS.build(Config.fromfile(demo_config(f'{family}_teacher')).model)
-    teacher.init_weights()
-    checkpoint = osp.join(work, f'{family}_teacher.pth')
-    save_atomic({'state_dict': teacher.state_dict(), 'meta': {}}, checkpoint)
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    return model.train()
 
-    student = MODELS.build(Config.fromfile(demo_config(f'{family}_student')).model)
-    student.init_weights()
-    student.train()
-    inputs, samples = batch_for(student, family, data_root, batch_size)
-    student_step = median_time(step_fn(student, inputs, samples), repeats)
 
-    candidates = [(f'published {pair}', space.published[pair]) for pair in PUBLISHED[family]]
-    candidates.append(('slowest combination', slowest_genome(space, family)))
-    base = distiller(family, checkpoint)
-    base_step = step_fn(base, inputs, samples)
+def added_step_time(base_step, with_step, repeats: int) -> float:
+    """Median over interleaved pairs of (step with the losses) - (step without), so that drifts in machine load
+    hit both alike; never negative."""
+    for fn in (base_step, with_step):   # warm-up
+        fn()
+    diffs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        base_step()
+        t1 = time.perf_counter()
+        with_step()
+        t2 = time.perf_counter()
+        diffs.append((t2 - t1) - (t1 - t0))
+    return max(statistics.median(diffs), 0.0)
+
+
+class DemoPair:
+    """One demo pair's fixtures: a random teacher checkpoint, a batch, the student step and the distiller step
+    without distillation losses (what every variant is compared with)."""
+
+    def __init__(self, family: str, data_root: str, work: str, repeats: int, batch_size: int):
+        self.family, self.repeats = family, repeats
+        torch.manual_seed(0)
+        teacher = MODELS.build(Config.fromfile(demo_config(f'{family}_teacher')).model)
+        teacher.init_weights()
+        self.checkpoint = osp.join(work, f'{family}_teacher.pth')
+        save_atomic({'state_dict': teacher.state_dict(), 'meta': {}}, self.checkpoint)
+        student = MODELS.build(Config.fromfile(demo_config(f'{family}_student')).model)
+        student.init_weights()
+        student.train()
+        self.inputs, self.samples = batch_for(student, family, data_root, batch_size)
+        self.student_step = median_time(step_fn(student, self.inputs, self.samples), repeats)
+        self.base_step = step_fn(distiller(family, self.checkpoint), self.inputs, self.samples)
+
+    def row(self, model, **fields):
+        added = added_step_time(self.base_step, step_fn(model, self.inputs, self.samples), self.repeats)
+        return dict(family=self.family, student_step_ms=self.student_step * 1e3, terms_ms=added * 1e3,
+                    ratio=added / self.student_step, **fields)
+
+
+def overhead_rows(pair: DemoPair, space: Space):
+    candidates = [(f'published {name}', space.published[name]) for name in PUBLISHED[pair.family]]
+    candidates.append(('slowest combination', slowest_genome(space, pair.family)))
     rows = []
     for label, genome in candidates:
-        model = distiller(family, checkpoint, genome)
-        with_step = step_fn(model, inputs, samples)
-        for fn in (base_step, with_step):   # warm-up
-            fn()
-        diffs = []
-        for _ in range(repeats):             # interleaved, so drifts in machine load hit both alike
-            t0 = time.perf_counter()
-            base_step()
-            t1 = time.perf_counter()
-            with_step()
-            t2 = time.perf_counter()
-            diffs.append((t2 - t1) - (t1 - t0))
-        terms = max(statistics.median(diffs), 0.0)
-        rows.append(dict(family=family, genome=label, formula=genome.formula(), student_step_ms=student_step * 1e3,
-                         terms_ms=terms * 1e3, ratio=terms / student_step,
-                         target_met=(terms / student_step < TARGET_OVERHEAD) if label.startswith('published')
-                         else None))
+        row = pair.row(distiller(pair.family, pair.checkpoint, genome), genome=label, formula=genome.formula())
+        row['target_met'] = row['ratio'] < TARGET_OVERHEAD if label.startswith('published') else None
+        rows.append(row)
+    return rows
+
+
+def method_rows(pair: DemoPair):
+    rows = []
+    for method in METHODS:
+        path = osp.join(ROOT, 'configs', 'distillers', method, f'{method}_demo_{pair.family}.py')
+        if osp.isfile(path):
+            rows.append(pair.row(method_distiller(path, pair.checkpoint), method=method,
+                                 config=osp.relpath(path, ROOT)))
     return rows
 
 
@@ -206,7 +244,8 @@ def main(argv=None):
     parser.add_argument('--batch-size', type=int, default=2)
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads (1: stable timings)')
     parser.add_argument('--data-root', default=None, help='shapes data (generated in a temp dir if absent)')
-    parser.add_argument('--parts', nargs='+', default=['masks', 'overhead'], choices=['masks', 'overhead'])
+    parser.add_argument('--parts', nargs='+', default=['masks', 'overhead', 'methods'],
+                        choices=['masks', 'overhead', 'methods'])
     parser.add_argument('--json', default=None, help='also write the rows here')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -218,8 +257,8 @@ def main(argv=None):
     results = {}
     if 'masks' in args.parts:
         print_masks(results, args.repeats)
-    if 'overhead' in args.parts:
-        print_overhead(results, args, space)
+    if {'overhead', 'methods'} & set(args.parts):
+        print_pairs(results, args, space)
     if args.json:
         os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
         with open(args.json, 'w') as f:
@@ -237,22 +276,34 @@ def print_masks(results, repeats):
               f"{r['all_levels_ms']:.2f} | {r['speedup_all_levels']:.1f}x | {met} |")
 
 
-def print_overhead(results, args, space):
+def print_pairs(results, args, space):
+    os.chdir(ROOT)   # the method configs name the demo configs relative to the repository root
     with tempfile.TemporaryDirectory() as work:
         data_root = args.data_root
         if data_root is None:
             data_root = osp.join(work, 'shapes')
             generate_shapes(data_root, num_train=8, num_val=3, size=128, seed=0)
-        results['overhead'] = []
-        print('\n| pair | distiller | formula | student step ms | terms ms | ratio | < 15 % |')
-        print('|---|---|---|---|---|---|---|')
-        for family in args.families:
-            for r in overhead_rows(family, space, data_root, work, args.repeats, args.batch_size):
-                results['overhead'].append(r)
-                met = '' if r['target_met'] is None else ('yes' if r['target_met'] else 'NO')
-                formula = r['formula'].replace('|', '\\|')
-                print(f"| {r['family']} | {r['genome']} | `{formula}` | {r['student_step_ms']:.1f} | "
-                      f"{r['terms_ms']:.1f} | {100 * r['ratio']:.1f} % | {met} |", flush=True)
+        pairs = [DemoPair(family, data_root, work, args.repeats, args.batch_size) for family in args.families]
+        if 'overhead' in args.parts:
+            results['overhead'] = []
+            print('\n| pair | distiller | formula | student step ms | terms ms | ratio | < 15 % |')
+            print('|---|---|---|---|---|---|---|')
+            for pair in pairs:
+                for r in overhead_rows(pair, space):
+                    results['overhead'].append(r)
+                    met = '' if r['target_met'] is None else ('yes' if r['target_met'] else 'NO')
+                    formula = r['formula'].replace('|', '\\|')
+                    print(f"| {r['family']} | {r['genome']} | `{formula}` | {r['student_step_ms']:.1f} | "
+                          f"{r['terms_ms']:.1f} | {100 * r['ratio']:.1f} % | {met} |", flush=True)
+        if 'methods' in args.parts:
+            results['methods'] = []
+            print('\n| pair | method | config | student step ms | method ms | ratio |')
+            print('|---|---|---|---|---|---|')
+            for pair in pairs:
+                for r in method_rows(pair):
+                    results['methods'].append(r)
+                    print(f"| {r['family']} | {r['method']} | `{r['config']}` | {r['student_step_ms']:.1f} | "
+                          f"{r['terms_ms']:.1f} | {100 * r['ratio']:.1f} % |", flush=True)
 
 
 if __name__ == '__main__':

@@ -7,7 +7,12 @@ model build, teacher load, dataset build, COCO evaluation):
       every step, and TWO student forwards per step (the detection loss runs the student's own ``extract_feat``;
       the distillation features come from a second one), i.e. ``features_reused`` disabled;
   (b) ours, K=1: one student forward per step (``run_proxy_trial``);
-  (c) ours, shared-teacher groups of K candidates (``run_proxy_group``): batch and teacher forward once per step.
+  (c) ours, shared-teacher groups of K candidates (``run_proxy_group``): batch and teacher forward once per step;
+  (b+cache), (cK+cache): (b) and (c) at the ``--cache-ks`` group sizes reading the teacher's features from the
+      teacher output cache (workers/teacher_cache.py) instead of running the teacher. The cache is built once
+      before the timed runs (its build time is reported separately) and is then only opened by every run; the
+      table also gives their cost with the build amortised over ``--amortise-trials`` candidate evaluations
+      (a search's evaluations share one cache).
 
 Each variant evaluates the same ``--candidates`` genomes (the published RetinaNet formulation, then stage-1
 samples of the default space); variants run interleaved (forward then reverse order per repeat) and the
@@ -18,7 +23,8 @@ features back from a memory-mapped file, against the time of one training step; 
 the teacher's features (possible only for proxies without random augmentation) would pay.
 
     .venv/bin/python benchmarks/trial_cost.py [--device cpu|cuda] [--iterations 8] [--batch-size 4]
-        [--ks 2 4] [--repeats 2] [--threads 1] [--cache-probe] [--json out.json]
+        [--ks 2 4] [--cache-ks 1 4] [--amortise-trials 16] [--repeats 2] [--threads 1] [--cache-probe]
+        [--json out.json]
 
 On a GPU (``--device cuda``) the table also reports training images per second.
 """
@@ -49,6 +55,11 @@ def parse_args():
     parser.add_argument('--val-images', type=int, default=8)
     parser.add_argument('--candidates', type=int, default=4, help='genomes evaluated per variant')
     parser.add_argument('--ks', type=int, nargs='+', default=[2, 4], help='group sizes of variant (c)')
+    parser.add_argument('--cache-ks', type=int, nargs='*', default=None,
+                        help='group sizes run with the teacher cache (1 = variant b); default: 1 and the largest '
+                        'of --ks; none to skip')
+    parser.add_argument('--amortise-trials', type=int, default=16,
+                        help='candidate evaluations the cache build is amortised over in the table')
     parser.add_argument('--repeats', type=int, default=2)
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads')
     parser.add_argument('--teacher-checkpoint', help='default: a randomly initialised teacher (cost does not '
@@ -116,17 +127,30 @@ def prepare(tmp: str):
     return search_config(osp.abspath(checkpoint), data_root)
 
 
-def run_variant(name: str, cfg: dict, genomes) -> float:
+CACHED = '+cache'
+
+
+def with_teacher_cache(cfg: dict, setting) -> dict:
+    return dict(cfg, proxy=dict(cfg['proxy'], teacher_cache=setting))
+
+
+def run_variant(name: str, cfg: dict, genomes, cache_dir: str) -> float:
+    """Seconds to evaluate ``genomes`` with variant ``name`` ('a', 'b', 'cK', or either of the last two with
+    '+cache')."""
+    cached = name.endswith(CACHED)
+    name = name[:-len(CACHED)] if cached else name
+    cfg = with_teacher_cache(cfg, cached)   # True: read the prebuilt cache; False: the teacher runs every step
+    cache = dict(teacher_cache_dir=cache_dir) if cached else {}
     start = time.perf_counter()
     if name in ('a', 'b'):
         context = reference_protocol() if name == 'a' else contextlib.nullcontext()
         with context:
             for genome in genomes:
-                run_proxy_trial(cfg, genome, seed=0, base_dir=ROOT)
+                run_proxy_trial(cfg, genome, seed=0, base_dir=ROOT, **cache)
     else:
         k = int(name[1:])
         for i in range(0, len(genomes), k):
-            results = run_proxy_group(cfg, genomes[i:i + k], [0] * len(genomes[i:i + k]), base_dir=ROOT)
+            results = run_proxy_group(cfg, genomes[i:i + k], [0] * len(genomes[i:i + k]), base_dir=ROOT, **cache)
             failed = [r.failure for r in results if r.failure is not None]
             if failed:
                 raise failed[0]
@@ -185,17 +209,44 @@ def cache_probe(cfg: dict, tmp: str, repeats: int = 7) -> dict:
                 feature_bytes=int(sum(f.numel() * 4 for f in teacher.feats)))
 
 
+def build_teacher_cache(cfg: dict, cache_dir: str) -> float:
+    """Build the search's teacher cache once (what the first trial needing it does); seconds of the build itself
+    (teacher forwards of every proxy training image in both flip states, written to the memory-mapped files)."""
+    from workers.prepare import check_search_config
+    from workers.proxy import _quiet_mmengine, build_distiller
+    from workers.proxy_data import ProxyData
+    from workers.teacher_cache import open_teacher_cache
+    cfg = with_teacher_cache(cfg, True)
+    settings = check_search_config(cfg)
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    with _quiet_mmengine():
+        model = build_distiller(cfg, None, settings, ROOT).to(device)
+        data = ProxyData(cfg, settings, ROOT)
+    model.train()
+    cache, reason = open_teacher_cache(cfg, settings, data, model, cache_dir, 1, ROOT)
+    assert cache is not None and cache.built_here, reason
+    cache.close()
+    print(f'[trial_cost] teacher cache: {reason}', flush=True)
+    return cache.build_seconds
+
+
 def main():
-    variants = ['a', 'b'] + [f'c{k}' for k in ARGS.ks]
+    cache_ks = ARGS.cache_ks if ARGS.cache_ks is not None else sorted({1, max(ARGS.ks)})
+    variants = (['a', 'b'] + [f'c{k}' for k in ARGS.ks] +
+                [('b' if k == 1 else f'c{k}') + CACHED for k in cache_ks])
     times = {v: [] for v in variants}
     load = os.getloadavg()
+    build_seconds = None
     with tempfile.TemporaryDirectory() as tmp:
         cfg = prepare(tmp)
+        cache_dir = osp.join(tmp, 'teacher_cache')
         genomes = candidate_genomes(ARGS.candidates)
-        run_variant('b', cfg, genomes[:1])   # warm-up: imports, registries, file cache
+        run_variant('b', cfg, genomes[:1], cache_dir)   # warm-up: imports, registries, file cache
+        if cache_ks:
+            build_seconds = build_teacher_cache(cfg, cache_dir)
         for repeat in range(ARGS.repeats):
             for name in (variants if repeat % 2 == 0 else variants[::-1]):
-                seconds = run_variant(name, cfg, genomes)
+                seconds = run_variant(name, cfg, genomes, cache_dir)
                 times[name].append(seconds)
                 print(f'[trial_cost] repeat {repeat} variant {name}: {seconds:.1f} s for {len(genomes)} candidates',
                       flush=True)
@@ -209,12 +260,22 @@ def main():
     print(f'\ndevice: {device}; {ARGS.candidates} candidates, {ARGS.iterations} iterations x batch '
           f'{ARGS.batch_size}, {ARGS.train_images}/{ARGS.val_images} proxy images; median of {ARGS.repeats}; '
           f'load average before {load[0]:.2f}, after {load_after[0]:.2f}')
-    print('| variant | s / candidate | ratio vs (a) | train images / s |')
-    print('|---|---|---|---|')
+    amortised = {v: per_candidate[v] + (build_seconds / ARGS.amortise_trials if v.endswith(CACHED) else 0.0)
+                 for v in variants}
+    if build_seconds is not None:
+        print(f'teacher cache build: {build_seconds:.2f} s ({ARGS.train_images} images x 2 flips), timed apart; '
+              f'"amortised" adds build / {ARGS.amortise_trials} candidate evaluations (--amortise-trials) to the '
+              'cached variants')
+    print('| variant | s / candidate | ratio vs (a) | amortised s / candidate | amortised ratio vs (a) | '
+          'train images / s |')
+    print('|---|---|---|---|---|---|')
     for v in variants:
-        label = labels.get(v, f'(c) ours, shared teacher K={v[1:]}')
+        base = v[:-len(CACHED)] if v.endswith(CACHED) else v
+        label = labels.get(base, f'(c) ours, shared teacher K={base[1:]}')
+        if v.endswith(CACHED):
+            label += ', teacher cache'
         print(f'| {label} | {per_candidate[v]:.2f} | {per_candidate[v] / per_candidate["a"]:.2f}x | '
-              f'{images / per_candidate[v]:.1f} |')
+              f'{amortised[v]:.2f} | {amortised[v] / amortised["a"]:.2f}x | {images / per_candidate[v]:.1f} |')
     if probe:
         print(f'\nteacher cache probe (batch {ARGS.batch_size}): teacher forward {probe["teacher_forward_ms"]:.1f} ms, '
               f'memmap read {probe["memmap_read_ms"]:.2f} ms ({probe["feature_bytes"] / 1e6:.2f} MB), '
@@ -222,7 +283,8 @@ def main():
     if ARGS.json:
         with open(ARGS.json, 'w') as f:
             json.dump(dict(args=vars(ARGS), device=device, load=[load, load_after], seconds=times,
-                           per_candidate=per_candidate, probe=probe), f, indent=1)
+                           per_candidate=per_candidate, cache_build_seconds=build_seconds,
+                           amortised_per_candidate=amortised, probe=probe), f, indent=1)
 
 
 if __name__ == '__main__':

@@ -9,6 +9,10 @@ log-probabilities, temperature T), so it never depends on a ``logsoftmax`` trans
 Class attributes used by the search space:
 ``groups`` — the knowledge groups (feature, response, localization) the distance is defined for;
 ``incompatible_after`` — transforms after which the distance is ill-posed or redundant.
+
+Distances that are a mean of per-position values (``positionwise``) also give those values unreduced
+(``elementwise``, positions along the last dim), so the searched loss can compute the sum of several FPN levels'
+distances on the levels concatenated (each position weighted by ``1 / its level's count``).
 """
 from __future__ import annotations
 
@@ -33,38 +37,59 @@ class Distance(nn.Module):
                              f'{tuple(teacher.shape)} shapes differ')
         return self.compute(student, teacher)
 
+    @property
+    def positionwise(self) -> bool:
+        """Whether the distance is the mean of ``elementwise``, whose values each depend on one spatial position
+        of an ``N x C x P`` input (reductions over N or C only)."""
+        return False
+
     def compute(self, student: Tensor, teacher: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def elementwise(self, student: Tensor, teacher: Tensor) -> Tensor:
+        """Unreduced values (positions along the last dim) whose mean is ``compute``; positionwise only."""
+        raise NotImplementedError(f'{type(self).__name__} is not a mean of per-position values')
 
-@DISTANCES.register_module(name='l1')
-class L1Distance(Distance):
-    groups = frozenset({FEATURE, RESPONSE, LOCALIZATION})
+
+class _MeanDistance(Distance):
+    """A distance that is the mean of its ``elementwise`` values."""
+
+    @property
+    def positionwise(self) -> bool:
+        return True
 
     def compute(self, s, t):
-        return (s - t).abs().mean()
+        return self.elementwise(s, t).mean()
+
+
+@DISTANCES.register_module(name='l1')
+class L1Distance(_MeanDistance):
+    groups = frozenset({FEATURE, RESPONSE, LOCALIZATION})
+
+    def elementwise(self, s, t):
+        return (s - t).abs()
 
 
 @DISTANCES.register_module(name='l2')
-class L2Distance(Distance):
-    def compute(self, s, t):
-        return (s - t).pow(2).mean()
+class L2Distance(_MeanDistance):
+    def elementwise(self, s, t):
+        return (s - t).pow(2)
 
 
 @DISTANCES.register_module(name='smooth_l1')
-class SmoothL1Distance(Distance):
+class SmoothL1Distance(_MeanDistance):
     groups = frozenset({FEATURE, RESPONSE, LOCALIZATION})
 
     def __init__(self, beta: float = 1.0):
         super().__init__()
         self.beta = float(beta)
 
-    def compute(self, s, t):
-        return F.smooth_l1_loss(s, t, beta=self.beta)
+    def elementwise(self, s, t):
+        return F.smooth_l1_loss(s, t, beta=self.beta, reduction='none')
 
 
 @DISTANCES.register_module(name='kl')
-class KLDivergence(Distance):
+class KLDivergence(_MeanDistance):
     """``T^2 * KL(softmax(t/T) || softmax(s/T))`` over ``dim`` (N, C or HW), summed over it, mean elsewhere.
 
     Inputs are scores (features, logits, GFL box distributions); the distance makes them distributions.
@@ -79,34 +104,49 @@ class KLDivergence(Distance):
         self.temperature = float(temperature)
         self.dim = dim
 
-    def compute(self, s, t):
+    @property
+    def positionwise(self) -> bool:
+        return self.dim != 'HW'
+
+    def elementwise(self, s, t):
         dims = named_dims(s, self.dim)
         log_q = softmax_over(s / self.temperature, dims, log=True)
         log_p = softmax_over(t / self.temperature, dims, log=True)
         kl = (log_p.exp() * (log_p - log_q)).sum(dim=dims)
-        return kl.mean() * self.temperature ** 2
+        return kl * self.temperature ** 2
+
+
+def cosine_similarity(a: Tensor, b: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
+    """``F.cosine_similarity`` (each side divided by its norm clamped at ``eps``, then the dot product), with
+    the norms taken as ``sqrt(sum x^2)``: on CPU ``linalg_vector_norm`` over a non-innermost dim (dim 1 of a
+    feature map) is ~20x slower than a sum of squares, and it dominated the pearson/cos distances on logits.
+    Same values up to float rounding; below ``eps`` the norm's gradient is 0 (clamped before the square root,
+    so a zero vector gives a zero gradient, never NaN)."""
+    a_norm = a.pow(2).sum(dim=dim, keepdim=True).clamp_min(eps * eps).sqrt()
+    b_norm = b.pow(2).sum(dim=dim, keepdim=True).clamp_min(eps * eps).sqrt()
+    return ((a / a_norm) * (b / b_norm)).sum(dim=dim)
 
 
 @DISTANCES.register_module(name='cos')
-class CosineDistance(Distance):
+class CosineDistance(_MeanDistance):
     """``1 - cos(s, t)`` over dim 1, mean over the rest."""
 
-    def compute(self, s, t):
-        return (1 - F.cosine_similarity(s, t, dim=1, eps=1e-8)).mean()
+    def elementwise(self, s, t):
+        return 1 - cosine_similarity(s, t, dim=1, eps=1e-8)
 
 
 @DISTANCES.register_module(name='pearson')
-class PearsonDistance(Distance):
+class PearsonDistance(_MeanDistance):
     """``1 - r``: cosine distance of the dim-1-centred inputs (the release's ``pear``)."""
 
-    def compute(self, s, t):
+    def elementwise(self, s, t):
         s = s - s.mean(dim=1, keepdim=True)
         t = t - t.mean(dim=1, keepdim=True)
-        return (1 - F.cosine_similarity(s, t, dim=1, eps=1e-8)).mean()
+        return 1 - cosine_similarity(s, t, dim=1, eps=1e-8)
 
 
 @DISTANCES.register_module(name='correlation')
-class CorrelationDistance(Distance):
+class CorrelationDistance(_MeanDistance):
     """Cross-correlation distance: standardise each flattened feature over the batch, ``c_d = mean_b s_bd t_bd``
     (the correlation coefficient of feature d), loss ``mean_d (1 - c_d)^2``.
 
@@ -124,9 +164,9 @@ class CorrelationDistance(Distance):
         # mean of squares rather than Tensor.var: the latter is ~100x slower on CPU over the batch dim
         return centred / torch.sqrt(centred.pow(2).mean(0) + self.eps)
 
-    def compute(self, s, t):
+    def elementwise(self, s, t):
         c = (self._standardise(s) * self._standardise(t)).mean(0)
-        return (1 - c).pow(2).mean()
+        return (1 - c).pow(2).view(s.shape[1:])   # one value per feature (c, position)
 
 
 @DISTANCES.register_module(name='ssim')

@@ -4,10 +4,17 @@ Config: ``dict(name='searched', loss=dict(type='SearchedDistillLoss', genome=<Ge
 Called with the step's ``DistillContext``, it returns one entry per enabled term part
 (``loss_global``, ``loss_fg``, ``loss_bg``, ``loss_instance``, ``loss_logits``, ``loss_loc``), so every term
 has its own training curve. Ops are built once here; the detector family is resolved on the first call.
+
+A part's value is the sum over its pairs (e.g. FPN levels) of ``distance(cascade(s), cascade(t))``. When the
+cascade ends with position-wise ops and the distance is a mean of per-position values, consecutive pairs with the
+same batch and channel sizes run that end of the cascade and the distance ONCE, on their positions flattened and
+concatenated, each position weighted by ``1 / its pair's count``: the same sum (up to float rounding) in a few
+large tensor ops instead of one small op chain per level (on small maps, per-op overhead dominated the terms).
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Union
+import math
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from mmdet.registry import MODELS
@@ -43,19 +50,77 @@ class SearchedTerm(nn.Module):
         if term.group == 'localization' and term.transforms:
             raise ConfigError(f'genome term {term.input!r}: localization compares decoded boxes and takes no '
                               f'transforms')
+        # the cascade's position-wise tail (after its last op that mixes positions) can run on fused levels;
+        # with two random ops, fusing would change the order of their draws, hence of the masks
+        # (user ops without the flags count as mixing positions and drawing no random numbers)
+        split = max((i + 1 for i, op in enumerate(self.cascade) if not getattr(op, 'positionwise', False)),
+                    default=0)
+        self._prefix, self._suffix = tuple(self.cascade[:split]), tuple(self.cascade[split:])
+        self.fuse_levels = (bool(getattr(self.distance, 'positionwise', False)) and
+                            sum(bool(getattr(op, 'stochastic', False)) for op in self.cascade) <= 1)
 
     def forward(self, ctx: DistillContext, family: DetectorFamily) -> Dict[str, Tensor]:
         losses = {}
         for part in self.knowledge.parts(ctx, family, self.term.distance.name):
-            total = None
-            for student, teacher in part.pairs:
-                s, t = cascade_pair(self.cascade, student, teacher)
-                value = self.distance(s, t)
-                total = value if total is None else total + value
+            total = self.part_value(part.pairs)
             if total is None:   # nothing to distil this step (e.g. no GT boxes): a zero that keeps the graph
                 total = sum(f.sum() for f in ctx.student_feats) * 0.0
             losses[f'loss_{part.key}'] = total * (self.term.weight * part.factor)
         return losses
+
+    def part_value(self, pairs: Sequence[Tuple[Tensor, Tensor]]) -> Optional[Tensor]:
+        """``sum_pairs distance(cascade(s), cascade(t))`` (None without pairs), fusing levels where it can."""
+        if not self.fuse_levels or len(pairs) < 2:
+            return _sum(self.distance(*cascade_pair(self.cascade, s, t)) for s, t in pairs)
+        staged = [cascade_pair(self._prefix, s, t) for s, t in pairs]
+        values = []
+        for run in _fusable_runs(staged):   # consecutive runs, so random draws keep their order
+            if len(run) == 1:
+                s, t = run[0]
+                for op in self._suffix:
+                    s, t = op.forward_pair(s, t)
+                values.append(self.distance(s, t))
+            else:
+                values.append(self._fused_value(run))
+        return _sum(values)
+
+    def _fused_value(self, run: List[Tuple[Tensor, Tensor]]) -> Tensor:
+        sizes = [math.prod(s.shape[2:]) for s, _ in run]
+        student = torch.cat([s.flatten(2) for s, _ in run], 2)
+        teacher = torch.cat([t.flatten(2) for _, t in run], 2)
+        for op in self._suffix:
+            student, teacher = op.forward_fused(student, teacher, sizes)
+        values = self.distance.elementwise(student, teacher)
+        rows = values.numel() // max(values.shape[-1], 1)   # the values of one position
+        weights = torch.cat([values.new_full((size,), 1.0 / (rows * size)) for size in sizes])
+        return (values * weights).sum()
+
+
+def _sum(values) -> Optional[Tensor]:
+    total = None
+    for value in values:
+        total = value if total is None else total + value
+    return total
+
+
+def _fusable_runs(pairs: List[Tuple[Tensor, Tensor]]) -> List[List[Tuple[Tensor, Tensor]]]:
+    """Consecutive pairs that can be concatenated along flattened spatial dims: same N, C, dtype and device on
+    both sides, at least one spatial dim, student and teacher of the same shape."""
+    def signature(pair):
+        s, t = pair
+        if s.dim() < 3 or s.shape != t.shape:
+            return None
+        return tuple(s.shape[:2]), s.dtype, t.dtype, s.device
+    runs: List[List[Tuple[Tensor, Tensor]]] = []
+    previous = None
+    for pair in pairs:
+        key = signature(pair)
+        if runs and key is not None and key == previous:
+            runs[-1].append(pair)
+        else:
+            runs.append([pair])
+        previous = key
+    return runs
 
 
 @MODELS.register_module()

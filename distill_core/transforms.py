@@ -13,7 +13,7 @@ ratio 0.65) are constructor arguments, so ``search_space.yaml`` can search them.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -52,10 +52,23 @@ def softmax_over(x: Tensor, dims: Tuple[int, ...], log: bool = False) -> Tensor:
 
 
 class Transform(nn.Module):
-    """Base class: a deterministic op applied to each side separately."""
+    """Base class: a deterministic op applied to each side separately.
+
+    ``positionwise``: the op treats every spatial position (dims 2..) on its own, so it gives the same values on
+    several maps' positions flattened and concatenated into one ``N x C x P`` tensor as on each map apart (the
+    searched loss uses this to run the end of a cascade once for all FPN levels). ``stochastic``: the op draws
+    random numbers (an op that does must say so: the searched loss keeps the order of the draws).
+    """
+    positionwise = False
+    stochastic = False
 
     def forward_pair(self, student: Tensor, teacher: Tensor) -> Tuple[Tensor, Tensor]:
         return self(student), self(teacher)
+
+    def forward_fused(self, student: Tensor, teacher: Tensor, sizes: Sequence[int]) -> Tuple[Tensor, Tensor]:
+        """``forward_pair`` on ``N x C x P`` tensors holding several maps' positions (``sizes`` per map, in
+        order); only called on ``positionwise`` ops."""
+        return self.forward_pair(student, teacher)
 
     def extra_repr(self) -> str:
         return ', '.join(f'{k}={v}' for k, v in vars(self).items() if not k.startswith('_') and k != 'training')
@@ -72,6 +85,8 @@ def cascade_pair(ops, student: Tensor, teacher: Tensor) -> Tuple[Tensor, Tensor]
 # ---------------------------------------------------------------------------------------------- slot 1
 @TRANSFORMS.register_module(name='no')
 class Identity(Transform):
+    positionwise = True
+
     def forward(self, x: Tensor) -> Tensor:
         return x
 
@@ -113,6 +128,7 @@ class ChannelAttention(Transform):
 @TRANSFORMS.register_module(name='natt')
 class BatchAttention(Transform):
     """``N * softmax_N(x / T)``: replaces x by its batch-wise attention (as released)."""
+    positionwise = True
 
     def __init__(self, temperature: float = 0.5):
         super().__init__()
@@ -128,6 +144,8 @@ class RandomMask(Transform):
 
     ``op(s, t)`` returns both masked with one draw; ``op(x)`` masks a single tensor.
     """
+    positionwise = True
+    stochastic = True
 
     def __init__(self, ratio: float = 0.65):
         super().__init__()
@@ -137,7 +155,10 @@ class RandomMask(Transform):
 
     def draw(self, x: Tensor) -> Tensor:
         shape = (x.shape[0], *x.shape[1:]) if x.dim() == 2 else (x.shape[0], 1, *x.shape[2:])
-        return (torch.rand(shape, device=x.device) >= self.ratio).to(x.dtype)
+        return self._keep(torch.rand(shape, device=x.device), x.dtype)
+
+    def _keep(self, noise: Tensor, dtype: torch.dtype) -> Tensor:
+        return (noise >= self.ratio).to(dtype)
 
     def forward(self, x: Tensor, teacher: Tensor = None):
         if teacher is not None:
@@ -148,6 +169,15 @@ class RandomMask(Transform):
         if student.shape != teacher.shape:
             raise ValueError(f'mask: student {tuple(student.shape)} and teacher {tuple(teacher.shape)} differ')
         keep = self.draw(student)
+        return student * keep, teacher * keep
+
+    def forward_fused(self, student: Tensor, teacher: Tensor, sizes: Sequence[int]) -> Tuple[Tensor, Tensor]:
+        if student.shape != teacher.shape:
+            raise ValueError(f'mask: student {tuple(student.shape)} and teacher {tuple(teacher.shape)} differ')
+        # one draw per map, in map order: the same random numbers as masking each map apart
+        n = student.shape[0]
+        noise = torch.cat([torch.rand((n, 1, size), device=student.device) for size in sizes], 2)
+        keep = self._keep(noise, student.dtype)
         return student * keep, teacher * keep
 
 
@@ -244,6 +274,7 @@ class LocalS4(_LocalPatches):
 @TRANSFORMS.register_module(name='scale')
 class HalfShift(Transform):
     """``(x + 1) / 2``."""
+    positionwise = True
 
     def forward(self, x: Tensor) -> Tensor:
         return (x + 1) / 2
@@ -261,6 +292,7 @@ class FlattenBatch(Transform):
 @TRANSFORMS.register_module(name='channel')
 class FlattenChannel(Transform):
     """``b c ... -> b c (...)``."""
+    positionwise = True   # a reshape that keeps dims 0 and 1: the identity on an N x C x P tensor
 
     def forward(self, x: Tensor) -> Tensor:
         return x.reshape(x.shape[0], x.shape[1], -1)
@@ -282,11 +314,13 @@ class NormHW(_L2Norm):
 @TRANSFORMS.register_module(name='norm_C')
 class NormC(_L2Norm):
     over = 'C'
+    positionwise = True
 
 
 @TRANSFORMS.register_module(name='norm_N')
 class NormN(_L2Norm):
     over = 'N'
+    positionwise = True
 
 
 class _Softmax(Transform):
@@ -305,7 +339,7 @@ def _register_softmaxes():
     for over in ('N', 'C', 'HW'):
         for log in (False, True):
             name = f'{"log" if log else ""}softmax_{over}'
-            cls = type(name, (_Softmax,), {'over': over, 'log': log,
+            cls = type(name, (_Softmax,), {'over': over, 'log': log, 'positionwise': over != 'HW',
                                            '__doc__': f'{"log-" if log else ""}softmax over {over} (temperature T)'})
             TRANSFORMS.register_module(name=name, module=cls)
 
@@ -343,6 +377,7 @@ class BatchStandardize(Transform):
 @TRANSFORMS.register_module(name='pow2')
 class Square(Transform):
     """``x ** 2`` (listed for response knowledge in the paper, unregistered in the release)."""
+    positionwise = True
 
     def forward(self, x: Tensor) -> Tensor:
         return x * x

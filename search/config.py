@@ -11,14 +11,14 @@ import difflib
 import hashlib
 import os.path as osp
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 from distill_core.errors import ConfigError
 
 SECTIONS = {'teacher', 'student', 'data', 'proxy', 'space', 'search', 'scheduler', 'resources', 'budget',
             'full_training', 'baselines'}
 REQUIRED = ('teacher', 'student', 'proxy', 'search')
-RESOURCE_KEYS = {'cpus_per_trial': 1, 'gpus_per_trial': 0, 'max_concurrent': 2}
+RESOURCE_KEYS = {'cpus_per_trial': 1, 'gpus_per_trial': 0, 'max_concurrent': 2, 'candidates_per_trial': 'auto'}
 BUDGET_KEYS = {'max_trials': None, 'max_hours': None}
 SCHEDULER_KEYS = {'type', 'grace_period', 'reduction_factor'}
 
@@ -97,6 +97,9 @@ def load_search_config(path: str, base_dir: Optional[str] = None) -> SearchConfi
         if scheduler.get('type', 'asha') not in ('asha', 'median'):
             raise ConfigError(f'{source}: scheduler.type must be asha or median, got {scheduler.get("type")!r}')
 
+    if resources['candidates_per_trial'] != 'auto':   # 'auto' is resolved at launch (it may probe a GPU)
+        resolve_candidates_per_trial(resources, scheduler, source)
+
     space = given.get('space') or 'search_space.yaml'
     space_path = space if osp.isabs(space) else osp.join(base_dir, space)
     if not osp.isfile(space_path):
@@ -108,3 +111,31 @@ def load_search_config(path: str, base_dir: Optional[str] = None) -> SearchConfi
     StagePlan.from_config(given['search'], source)
     return SearchConfig(raw=given, source=source, base_dir=base_dir, resources=resources, budget=budget,
                         scheduler=scheduler, space_path=space_path)
+
+
+def resolve_candidates_per_trial(resources: Mapping[str, Any], scheduler: Optional[Mapping[str, Any]],
+                                 source: str = 'search config', probe: Optional[Callable[[], int]] = None) -> int:
+    """How many candidates one Ray Tune trial trains against one shared teacher (``resources.candidates_per_trial``).
+
+    An integer is used as is. ``'auto'``: 1 under a scheduler (early stopping acts on whole trials); on CPU
+    trials (``gpus_per_trial == 0``) ``CPU_GROUP_SIZE``; with GPUs, ``probe()`` (the controller runs
+    ``workers.group_size.probe_group_size`` where the trials run and passes its answer).
+    """
+    from workers.group_size import CPU_GROUP_SIZE
+    key = 'resources.candidates_per_trial'
+    value = resources.get('candidates_per_trial', 'auto')
+    if value == 'auto':
+        if scheduler:
+            return 1
+        if not resources.get('gpus_per_trial'):
+            return CPU_GROUP_SIZE
+        if probe is None:
+            raise ValueError(f"{key}='auto' on GPU trials needs a probe of the device memory")
+        return int(probe())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{source}: {key} must be an integer >= 1 or 'auto', got {value!r}")
+    if value > 1 and scheduler:
+        raise ConfigError(f'{source}: {key} = {value} cannot be combined with a `scheduler` section: the scheduler '
+                          'stops a whole Ray Tune trial and cannot prune one candidate of a group; use '
+                          f"{key} = 1 (or 'auto') with early stopping, or remove `scheduler` to share teachers")
+    return value

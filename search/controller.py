@@ -7,6 +7,7 @@ until the evolution or the budget is done; close every trial (a finished launch 
 from __future__ import annotations
 
 import json
+import math
 import os
 import os.path as osp
 import socket
@@ -191,8 +192,6 @@ class Launch:
                 last_line[0] = key
                 self.log(line)
 
-        searcher = EvolutionSearcher(evolution, book, max_new_trials=max_new, deadline=deadline,
-                                     on_progress=on_progress)
         proxy = self.cfg.raw['proxy']
         scheduler = build_scheduler(self.cfg.scheduler, int(proxy['iterations']),
                                     int(proxy.get('eval_interval') or proxy['iterations']))
@@ -202,8 +201,15 @@ class Launch:
         if started_ray:
             ray.init(address=self.ray_address, include_dashboard=False, log_to_driver=False,
                      logging_level='ERROR')
+        group_size = self._candidates_per_trial(study)
+        searcher = EvolutionSearcher(evolution, book, max_new_trials=max_new, deadline=deadline,
+                                     on_progress=on_progress, candidates_per_trial=group_size)
         trainable = tune.with_resources(
-            tune.with_parameters(proxy_trainable, search_cfg=self.cfg.raw, base_dir=self.cfg.base_dir),
+            tune.with_parameters(proxy_trainable, search_cfg=self.cfg.raw, base_dir=self.cfg.base_dir,
+                                 # one teacher feature cache per search, shared by its trials (where it pays)
+                                 teacher_cache_dir=osp.join(self.run_dir, 'teacher_cache'),
+                                 expected_trials=min(self.plan.max_evaluations(len(evolution.inputs)),
+                                                     self.max_trials or math.inf)),
             {'cpu': self.cfg.resources['cpus_per_trial'], 'gpu': self.cfg.resources['gpus_per_trial']})
         tuner = tune.Tuner(
             trainable,
@@ -229,6 +235,35 @@ class Launch:
                 ray.shutdown()
         if interrupted:
             self.log(f'[search] stopped; the study is resumable: relaunch with --study {self.study_name}')
+
+    def _candidates_per_trial(self, study) -> int:
+        """``resources.candidates_per_trial`` resolved for this launch (logged and kept in the study): 'auto' on
+        GPU trials asks a probe running as a Ray task with the trial's resources, so it measures the machines the
+        trials will run on."""
+        from .config import resolve_candidates_per_trial
+        resources = self.cfg.resources
+        size = resolve_candidates_per_trial(resources, self.cfg.scheduler, self.cfg.source, probe=self._probe)
+        self.log(f'[search] {size} candidates per trial (shared teacher)' if size > 1 else
+                 '[search] 1 candidate per trial')
+        study.set_user_attr(st.STUDY_CANDIDATES_PER_TRIAL, size)
+        return size
+
+    def _probe(self) -> int:
+        import ray
+
+        from workers.group_size import first_published_genome, probe_group_size
+        resources = self.cfg.resources
+        genome = first_published_genome(self.space, self.cfg.family())
+        probe = ray.remote(num_cpus=resources['cpus_per_trial'], num_gpus=resources['gpus_per_trial'])(
+            probe_group_size)
+        try:
+            return ray.get(probe.remote(self.cfg.raw, self.cfg.base_dir, genome=genome and genome.to_json(),
+                                        gpu_fraction=float(resources['gpus_per_trial'])))
+        except Exception as exc:   # a failed probe costs the sharing only, never the search
+            cause = getattr(exc, 'cause', None) or exc   # a RayTaskError wraps the probe's own exception
+            self.log(f'[search] the group-size probe failed ({type(cause).__name__}: {str(cause)[:300]}): 1 '
+                     'candidate per trial')
+            return 1
 
     def _summary(self, study, evolution: Evolution) -> Dict[str, Any]:
         from optuna.trial import TrialState

@@ -14,7 +14,9 @@ regularised (aging) evolution because each generation is a pure function of the 
 and a per-generation random stream: the order in which asynchronous workers finish never changes what is proposed,
 so a controller rebuilt from storage proposes exactly what the dead one would have, and elitism guarantees that
 the best formulation of a generation is never lost. The generational barrier costs little because stage-1 inputs
-are interleaved (one input's generation fills the workers while another waits for its stragglers).
+are interleaved (one input's generation fills the workers while another waits for its stragglers), and the
+re-evaluations of genomes already certain to be finalists start during the last generation (the same trials a
+closed generation would ask for, only earlier).
 
 Invariants:
 - a canonical key is explored at most once per study (``explore`` proposals, deduplicated by ``ops.key``);
@@ -355,6 +357,7 @@ class _Stream:
         self.batch_keys: List[str] = []
         self.untold: set = set()         # ids of the current batch not told yet
         self.exhausted = False
+        self.early: set = set()          # ids of re-evaluations handed out before the last generation closed
 
     # ----------------------------------------------------------------------- batch construction
     def _rng(self, tag: str) -> random.Random:
@@ -435,19 +438,47 @@ class _Stream:
             batch.append(child)
         return batch
 
-    def _reevaluations(self) -> List[Proposal]:
+    def _ranked_fit(self) -> List[str]:
+        """Explored keys with a fit first result, best first (ties: the earlier explored)."""
         seed = self.plan.train_seed
         fit = [k for k in self.explored if self.ledger.fitness(k, seed) > -math.inf]
         order = sorted(range(len(fit)), key=lambda i: (-self.ledger.fitness(fit[i], seed), i))
-        self.finalists = [fit[i] for i in order[:self.plan.reeval_top_k]] if self.plan.reeval_seeds else []
-        return [Proposal(self.genomes[key], key, self.stage, self.name, self.generation, REEVAL,
-                         seed + offset, (key,))
-                for key in self.finalists for offset in range(1, self.plan.reeval_seeds + 1)]
+        return [fit[i] for i in order]
+
+    def _reevaluation_proposals(self, keys: Sequence[str], generation: int) -> List[Proposal]:
+        seed = self.plan.train_seed
+        return [Proposal(self.genomes[key], key, self.stage, self.name, generation, REEVAL, seed + offset, (key,))
+                for key in keys for offset in range(1, self.plan.reeval_seeds + 1)]
+
+    def _reevaluations(self) -> List[Proposal]:
+        self.finalists = self._ranked_fit()[:self.plan.reeval_top_k] if self.plan.reeval_seeds else []
+        return self._reevaluation_proposals(self.finalists, self.generation)
+
+    def issue_certain_reevaluations(self) -> bool:
+        """During the last generation, hand out the re-evaluations of genomes already certain to be finalists
+        whatever the untold results turn out to be, so that a worker does not idle while the generation's
+        stragglers finish. A told genome is certain when the genomes ranked above it plus every untold proposal
+        of the batch are fewer than ``reeval_top_k``. Results never change once told, so these are exactly
+        re-evaluations the closed generation would ask for: the set of trials, and replay, are unchanged; only
+        their timing moves earlier. Returns whether any was added."""
+        last_generation = self.phase == 'explore' and self.generation == self.generations - 1
+        if not last_generation or not self.plan.reeval_seeds or not self.untold:
+            return False
+        certain = [key for rank, key in enumerate(self._ranked_fit())
+                   if rank + len(self.untold) < self.plan.reeval_top_k]
+        # the closed generation's re-evaluations carry the generation number after the last one
+        new = [p for p in self._reevaluation_proposals(certain, self.generation + 1) if p.id not in self.early]
+        self.early.update(p.id for p in new)
+        self.unissued.extend(new)
+        return bool(new)
 
     def _set_batch(self, batch: List[Proposal]) -> None:
         self.batch_keys = [p.key for p in batch]
-        self.unissued = list(batch)
-        self.untold = {p.id for p in batch}
+        waiting = {p.id for p in self.unissued}   # early re-evaluations not handed out yet stay in the queue
+        self.unissued = [p for p in batch if p.id not in self.early or p.id in waiting]
+        # an early re-evaluation already told is not waited for; one still in flight is
+        self.untold = {p.id for p in batch
+                       if not (p.id in self.early and p.seed in self.ledger.results.get(p.key, {}))}
 
     # ----------------------------------------------------------------------------- advancing
     @property
@@ -540,19 +571,26 @@ class Evolution(Generic[G]):
         return cls(plan, stage1_ops, stage2_ops, history=history)
 
     # ---------------------------------------------------------------------------- ask / tell
-    def ask(self, n: int = 1) -> List[Proposal]:
+    def ask(self, n: int = 1, seed: Optional[int] = None) -> List[Proposal]:
         """Up to ``n`` new trials, taken round-robin from the streams with work ready (stage-1 inputs run
-        interleaved). Empty when every ready proposal is in flight (wait for results) or when finished."""
+        interleaved). Empty when every ready proposal is in flight (wait for results) or when finished.
+
+        ``seed``: only proposals with that training seed (a shared-teacher group trains candidates of one seed
+        on the same batches); the others stay ready, in their order, for a later ask."""
+        def ready(stream: _Stream) -> List[Proposal]:
+            return [p for p in stream.unissued if seed is None or p.seed == seed]
+
         out: List[Proposal] = []
-        active = [s for s in self.streams if s.unissued]
+        active = [s for s in self.streams if ready(s)]
         while len(out) < n and active:
             for stream in active:
                 if len(out) == n:
                     break
-                proposal = stream.unissued.pop(0)
+                proposal = ready(stream)[0]
+                stream.unissued.remove(proposal)
                 self._in_flight[proposal.id] = (stream, proposal)
                 out.append(proposal)
-            active = [s for s in active if s.unissued]
+            active = [s for s in active if ready(s)]
         return out
 
     def tell(self, ref: Any, result: Any) -> None:
@@ -603,6 +641,8 @@ class Evolution(Generic[G]):
                         self._record(stream, proposal, self._history[(proposal.key, proposal.seed)].result, True)
                     else:
                         continue
+                    changed = True
+                if stream.issue_certain_reevaluations():
                     changed = True
                 if stream.batch_done:
                     stream.advance()

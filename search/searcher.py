@@ -4,78 +4,105 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from ray.tune import Callback
+from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialScheduler
 from ray.tune.search import Searcher
 
-from workers.tune_trial import FINAL
+from workers.tune_trial import FINAL, GROUP, REASON, candidate_result, trial_config
 
-from .evolution import COMPLETE, FAIL, PRUNED, REEVAL, Evolution, Result
+from .evolution import COMPLETE, FAIL, PRUNED, REEVAL, Evolution, Proposal, Result
 from .study import TrialBook
 
 
 class EvolutionSearcher(Searcher):
     """Feeds Ray Tune the evolution's proposals and closes their Optuna trials.
 
-    ``suggest`` returns None while the evolution waits for a generation's stragglers (Tune asks again later)
-    and ``FINISHED`` once the search or its budget is done. A trial whose last result has no final status was
-    stopped by the scheduler: it is recorded PRUNED, never COMPLETE with a partial value.
+    Each Tune trial trains up to ``candidates_per_trial`` proposals of one training seed against one shared
+    teacher (workers/tune_trial.py); each proposal keeps its own Optuna trial. ``suggest`` groups what the
+    evolution has ready now and never waits to fill a group. It returns None while the evolution waits for a
+    generation's stragglers (Tune asks again later) and ``FINISHED`` once the search or its budget is done. A
+    candidate whose last result has no final status was stopped by the scheduler: it is recorded PRUNED, never
+    COMPLETE with a partial value.
     """
 
     def __init__(self, evolution: Evolution, book: TrialBook, *, max_new_trials: Optional[int] = None,
-                 deadline: Optional[float] = None, on_progress: Callable[[Evolution, TrialBook], None] = None):
+                 deadline: Optional[float] = None, on_progress: Callable[[Evolution, TrialBook], None] = None,
+                 candidates_per_trial: int = 1):
         super().__init__(metric='AP', mode='max')
+        if candidates_per_trial < 1:
+            raise ValueError(f'candidates_per_trial must be >= 1, got {candidates_per_trial}')
         self.evolution, self.book = evolution, book
         self.max_new_trials, self.deadline = max_new_trials, deadline
+        self.candidates_per_trial = candidates_per_trial
         self.on_progress = on_progress or (lambda *_: None)
-        self.started = 0
-        self.by_trial: Dict[str, Any] = {}      # Ray trial id -> Proposal
+        self.started = 0                          # proposals handed out (Optuna trials started)
+        self.by_trial: Dict[str, List[Proposal]] = {}      # Ray trial id -> its proposals, in candidate order
+        self._routed: Dict[str, Any] = {}         # Ray trial id -> Tune's counter of the last result routed
 
     def budget_left(self) -> bool:
         if self.max_new_trials is not None and self.started >= self.max_new_trials:
             return False
         return self.deadline is None or time.time() < self.deadline
 
+    def _group_room(self) -> int:
+        if self.max_new_trials is None:
+            return self.candidates_per_trial
+        return min(self.candidates_per_trial, self.max_new_trials - self.started)
+
     def suggest(self, trial_id: str):
         if self.evolution.finished or not self.budget_left():
             return Searcher.FINISHED if not self.by_trial else None
-        proposals = self.evolution.ask(1)
-        if not proposals:
+        group = self.evolution.ask(1)
+        if not group:
             return Searcher.FINISHED if self.evolution.finished else None
-        proposal = proposals[0]
-        number = self.book.start(proposal)
-        self.by_trial[trial_id] = proposal
-        self.started += 1
-        return {'genome': proposal.genome.to_json(), 'seed': proposal.seed, 'optuna_trial': number,
-                'proposal': proposal.id, 'kind': proposal.kind}
+        # the group's candidates share batches and teacher forwards, hence one training seed
+        group += self.evolution.ask(self._group_room() - 1, seed=group[0].seed)
+        entries = [{'genome': p.genome.to_json(), 'seed': p.seed, 'optuna_trial': self.book.start(p),
+                    'proposal': p.id, 'kind': p.kind} for p in group]
+        self.by_trial[trial_id] = group
+        self.started += len(group)
+        return trial_config(entries)
 
     def on_trial_result(self, trial_id: str, result: Dict[str, Any]) -> None:
-        proposal = self.by_trial.get(trial_id)
-        if proposal is not None:
-            self.book.report(proposal.id, result)
+        group = self.by_trial.get(trial_id, ())
+        self._routed[trial_id] = result.get(TRAINING_ITERATION)
+        for index, proposal in enumerate(group):
+            own = candidate_result(result, index, len(group))
+            if own:
+                self.book.report(proposal.id, own)
 
     def on_trial_complete(self, trial_id: str, result: Optional[Dict[str, Any]] = None, error: bool = False):
-        proposal = self.by_trial.pop(trial_id, None)
-        if proposal is None:
+        routed = self._routed.pop(trial_id, None)
+        if not self.by_trial.get(trial_id):
             return
-        result = result or {}
-        status = result.get(FINAL)
-        metrics = {k: v for k, v in result.items() if k.startswith('AP') and isinstance(v, (int, float))}
-        if error:
-            outcome = Result.fail('the trial crashed in Ray (worker lost or trainable error)')
-        elif status == COMPLETE:
-            outcome = Result.complete(result.get('AP', math.nan))
-        elif status == FAIL:
-            outcome = Result.fail(str(result.get('reason', 'failed')))
-        else:
-            last_ap = result.get('AP')
-            outcome = Result.pruned(last_ap, f'stopped early by the scheduler at iteration {result.get("iteration")}')
-        self.book.finish(proposal.id, outcome.state, outcome.value, outcome.reason if outcome.state != COMPLETE
-                         else '', metrics)
-        self.evolution.tell(proposal, outcome)
-        self.on_progress(self.evolution, self.book)
+        if result and not error and result.get(TRAINING_ITERATION) != routed:
+            # the result that ends a trial (the scheduler stopping it at its last milestone) reaches only
+            # on_trial_complete: record it in the curves and intermediate values like the others
+            self.on_trial_result(trial_id, result)
+        group = self.by_trial.pop(trial_id)
+        for index, proposal in enumerate(group):
+            own = candidate_result(result or {}, index, len(group))
+            outcome = _outcome(own, error)
+            metrics = {k: v for k, v in own.items() if k.startswith('AP') and isinstance(v, (int, float))}
+            self.book.finish(proposal.id, outcome.state, outcome.value,
+                             outcome.reason if outcome.state != COMPLETE else '', metrics)
+            self.evolution.tell(proposal, outcome)
+            self.on_progress(self.evolution, self.book)
+
+
+def _outcome(result: Dict[str, Any], error: bool) -> Result:
+    """One candidate's outcome from its keys of the trial's last result (``error``: the Ray trial crashed)."""
+    status = result.get(FINAL)
+    if error:
+        return Result.fail('the trial crashed in Ray (worker lost or trainable error)')
+    if status == COMPLETE:
+        return Result.complete(result.get('AP', math.nan))
+    if status == FAIL:
+        return Result.fail(str(result.get(REASON, 'failed')))
+    return Result.pruned(result.get('AP'), f'stopped early by the scheduler at iteration {result.get("iteration")}')
 
 
 _NOISE = ('Traceback', 'File "', '^', '~', 'class_name:', 'actor_id:', 'namespace:')
@@ -100,23 +127,27 @@ class TrialRetryRecorder(Callback):
         self.searcher = searcher
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        proposal = self.searcher.by_trial.get(trial.trial_id)
-        if proposal is None:
+        group = self.searcher.by_trial.get(trial.trial_id)
+        if not group:
             return
         try:   # Tune appends each failure to the trial's local error file before calling back
             with open(trial.error_file) as f:
                 reason = _error_summary(f.read().rsplit('Failure # ', 1)[-1])
         except (OSError, TypeError) as exc:   # the reason is informative only; never break the run over it
             reason = f'error text unavailable ({exc})'
-        self.searcher.book.retry(proposal.id, f'attempt {trial.num_failures}: {reason}')
+        for proposal in group:   # a group restarts as a whole: every candidate's curve restarts
+            self.searcher.book.retry(proposal.id, f'attempt {trial.num_failures}: {reason}')
 
 
 class _SparingReevaluations:
-    """Early stopping for exploration trials only: a re-evaluation confirms a finalist with another seed and
-    must run to the end (a pruned re-evaluation would make the finalist unfit on a partial result)."""
+    """Early stopping for single-candidate exploration trials only: a re-evaluation confirms a finalist with
+    another seed and must run to the end (a pruned re-evaluation would make the finalist unfit on a partial
+    result), and a shared-teacher group is never stopped (stopping the trial would stop every candidate on one
+    candidate's AP; the config refuses a scheduler with candidates_per_trial > 1, and a group reports no
+    top-level AP anyway)."""
 
     def on_trial_result(self, tune_controller, trial, result):
-        if trial.config.get('kind') == REEVAL:
+        if GROUP in trial.config or trial.config.get('kind') == REEVAL:
             return TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)
 

@@ -31,6 +31,7 @@ STUDY_CONFIG = 'config'
 STUDY_STARTED = 'started_at'
 STUDY_PROGRESS = 'progress'
 STUDY_CONCURRENCY = 'max_concurrent'
+STUDY_CANDIDATES_PER_TRIAL = 'candidates_per_trial'   # shared-teacher group size of the last launch
 
 _STATES = {COMPLETE: TrialState.COMPLETE, FAIL: TrialState.FAIL, PRUNED: TrialState.PRUNED}
 

@@ -242,6 +242,49 @@ def test_finalists_are_reevaluated_with_another_seed_and_the_mean_decides():
     assert best.genome == (4,) and best.value == pytest.approx(0.55) and best.evaluations == 2
 
 
+def test_certain_finalists_are_reevaluated_while_the_last_generation_has_stragglers():
+    """A worker freed during the last generation re-evaluates a genome that is a finalist whatever the
+    stragglers give, instead of idling; the trials run are exactly those of the ordinary order."""
+    plan = StagePlan(stage1_inputs=('logits',), population_size=6, generations=1, stage2_generations=0,
+                     elite_count=0, reeval_top_k=3, reeval_seeds=1, train_seed=7)
+    ops = {'logits': ToySpace('logits', (6,), paired=False)}
+    table = {7: [0.1, 0.2, 0.3, 0.4, 0.5, 0.9], 8: [0.1, 0.2, 0.3, 0.4, 0.6, 0.0]}
+
+    def value(p):
+        return Result.complete(table[p.seed][p.genome[0]])
+
+    evo = Evolution(plan, ops)
+    batch = evo.ask(6)
+    assert all(p.kind == EXPLORE for p in batch)
+    by_gene = {p.genome[0]: p for p in batch}
+    for gene in (0, 1, 2, 3):                    # genes 4 and 5 still running: only the best told (gene 3)
+        evo.tell(by_gene[gene], value(by_gene[gene]))   # is certain: 0 ranked above it + 2 untold < 3
+    handed = list(batch)
+    early = evo.ask(6)
+    handed += early
+    assert [p.genome for p in early] == [(3,)] and early[0].kind == REEVAL and early[0].seed == 8
+    assert early[0].generation == 1 and early[0].parents == (early[0].key,)
+    evo.tell(by_gene[4], value(by_gene[4]))      # one straggler left: gene 4 becomes certain too
+    second = evo.ask(6)
+    handed += second
+    assert [p.genome for p in second] == [(4,)]
+    evo.tell(by_gene[5], value(by_gene[5]))      # the straggler wins: the closed generation adds only its own
+    rest = evo.ask(6)
+    handed += rest
+    assert [p.genome for p in rest] == [(5,)] and evo.ask(6) == []
+    for p in early + rest:
+        evo.tell(p, value(p))
+    assert not evo.finished                      # gene 4's re-evaluation is still in flight
+    evo.tell(second[0], value(second[0]))
+    assert evo.finished and evo.best().genome == (4,) and evo.best().value == pytest.approx(0.55)
+
+    # exactly the trials of the ordinary order (the whole generation told first, no early re-evaluation)
+    ordinary = Evolution(plan, ops)
+    ordinary_handed, _ = drive(ordinary, value, workers=1)
+    assert sorted(map(signature, handed)) == sorted(map(signature, ordinary_handed))
+    assert ordinary.best().key == evo.best().key
+
+
 # -------------------------------------------------------------------------------------- replay
 
 def test_results_do_not_depend_on_worker_count_or_completion_order():
@@ -350,3 +393,37 @@ def test_progress_reports_stage_generation_counts_and_best():
     assert progress['finished'] and progress['stage'] == 2 and progress['best']['input'] in (STAGE2_INPUT,
                                                                                              'global', 'logits')
     assert math.isfinite(progress['best']['value'])
+
+
+def test_ask_with_a_seed_hands_out_only_that_seed_round_robin_and_keeps_the_rest():
+    """Shared-teacher groups (search/searcher.py) ask for proposals of one training seed; the other ready
+    proposals stay, in their order, for later asks."""
+    plan = StagePlan(stage1_inputs=('a', 'b'), population_size=3, generations=1, stage2_generations=0,
+                     elite_count=0, tournament_size=2, reeval_top_k=2, reeval_seeds=2, train_seed=0)
+    ops = {name: ToySpace(name, (6, 6), paired=False) for name in ('a', 'b')}
+    fitness = match_fitness({'a': (1, 1), 'b': (2, 2)})
+    evo = Evolution(plan, ops)
+    explore = evo.ask(100, seed=0)
+    assert len(explore) == 6 and {p.seed for p in explore} == {0}
+    assert [p.input for p in explore] == ['a', 'b', 'a', 'b', 'a', 'b']   # round-robin as without a seed
+    assert evo.ask(5, seed=1) == []                                        # no seed-1 work before the reevals
+    for p in explore:
+        evo.tell(p, fitness(p))
+    # each input re-evaluates its 2 finalists with seeds 1 and 2: ready [f1@1, f1@2, f2@1, f2@2] per input
+    twin = Evolution(plan, ops)
+    for p in twin.ask(100):
+        twin.tell(p, fitness(p))
+    plain = twin.ask(100)
+    assert [p.seed for p in plain] == [1, 1, 2, 2, 1, 1, 2, 2]
+    seed2 = evo.ask(3, seed=2)
+    assert [(p.input, p.seed) for p in seed2] == [('a', 2), ('b', 2), ('a', 2)]
+    seed2 += evo.ask(10, seed=2)
+    assert [(p.input, p.seed) for p in seed2[3:]] == [('b', 2)]
+    assert evo.ask(10, seed=7) == []
+    seed1 = evo.ask(10)
+    assert [(p.input, p.seed) for p in seed1] == [('a', 1), ('b', 1), ('a', 1), ('b', 1)]
+    assert evo.ask(10) == []
+    # the same proposals as the plain asks, each handed out once (in the order of its seed's proposals)
+    assert sorted(map(signature, seed2 + seed1)) == sorted(map(signature, plain))
+    assert [signature(p) for p in seed2] == [signature(p) for p in plain if p.seed == 2]
+    assert len(evo.in_flight()) == 8

@@ -27,7 +27,7 @@ GENERATE_KEYS = {'out', 'num_train', 'num_val', 'size', 'seed'}
 REJECT_KEYS = {'check_iterations', 'max_loss'}
 PROXY_KEYS = {'train_images', 'val_images', 'subset_seed', 'iterations', 'batch_size', 'val_batch_size',
               'optimizer', 'grad_clip', 'inherit_neck_head', 'report_interval', 'eval_interval', 'reject',
-              'num_workers', 'amp'}
+              'num_workers', 'amp', 'teacher_cache', 'teacher_cache_max_gb'}
 
 
 def resolve_path(path: str, base_dir: str) -> str:
@@ -61,6 +61,8 @@ class ProxySettings:
     reject: RejectSettings = RejectSettings()
     num_workers: int = 0
     amp: bool = True                               # bfloat16 autocast when the trial runs on a GPU (never on CPU)
+    teacher_cache: Union[str, bool] = 'auto'       # teacher features of the proxy subset memory-mapped
+    teacher_cache_max_gb: float = 4.0              # (workers/teacher_cache.py): 'auto' where it pays, True, False
 
     @property
     def eval_batch_size(self) -> int:
@@ -180,6 +182,12 @@ def check_search_config(search_cfg: Mapping, source: str = DEFAULT_SOURCE) -> Pr
     for name in ('inherit_neck_head', 'amp'):
         if not isinstance(proxy.get(name, False), bool):
             check.fail(f'proxy.{name}', f'expected True or False, got {proxy[name]!r}')
+    teacher_cache = proxy.get('teacher_cache', 'auto')
+    if not (teacher_cache == 'auto' or isinstance(teacher_cache, bool)):
+        check.fail('proxy.teacher_cache', f'expected "auto", True or False, got {teacher_cache!r}')
+    max_gb = proxy.get('teacher_cache_max_gb')
+    if max_gb is not None and (not _is_number(max_gb) or max_gb <= 0):
+        check.fail('proxy.teacher_cache_max_gb', f'expected a positive number of GB, got {max_gb!r}')
     reject = check.section(proxy, 'reject', REJECT_KEYS, required=False) if proxy.get('reject') is not None else {}
     check.int_at_least(reject, 'proxy.reject', 'check_iterations', 0)
     max_loss = reject.get('max_loss')

@@ -15,7 +15,9 @@ text for the controller).
 ``run_proxy_group`` is the shared-teacher trial: K candidates trained in lockstep on the same batches, the batch
 and the teacher forward computed once per step for all of them; each candidate keeps its own distiller state and
 random streams, so a group reproduces K single trials with the same seeds. ``run_proxy_trial`` is a group of one.
-On a GPU the steps run under bfloat16 autocast (``proxy.amp``) and batches come from pinned memory.
+On a GPU the steps run under bfloat16 autocast (``proxy.amp``) and batches come from pinned memory. Given a
+search's ``teacher_cache_dir``, the teacher's features come from the search's teacher cache where it is eligible
+and pays (``proxy.teacher_cache``, workers/teacher_cache.py) instead of a teacher forward per step.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ import torch
 from workers.prepare import ProxySettings, check_search_config, resolve_path
 from workers.proxy_data import ProxyData
 from workers.proxy_eval import METRIC_KEYS, evaluate_bbox, load_coco
+from workers.teacher_cache import open_teacher_cache
 
 if TYPE_CHECKING:
     from distill_core.genome import Genome
@@ -276,9 +279,10 @@ def _evaluate_and_report(candidate: _Candidate, iteration: int, settings: ProxyS
 
 
 def _train_lockstep(candidates: List[_Candidate], data: ProxyData, seed: int, settings: ProxySettings,
-                    device: str, evaluate, start: float) -> None:
+                    device: str, evaluate, start: float, teacher_cache=None) -> None:
     """Train candidates of one training seed on the same batches: per step, one batch (loading +
-    preprocessing) and one teacher forward, then each candidate's own step under its own random streams."""
+    preprocessing) and one teacher forward (or its cached features: no randomness either way), then each
+    candidate's own step under its own random streams."""
     batch_rng = RngStreams(seed)   # the batch order and the random flips depend on the seed only
     with batch_rng.active():
         batches = data.train_batches(seed, pin_memory=device == 'cuda')
@@ -291,7 +295,8 @@ def _train_lockstep(candidates: List[_Candidate], data: ProxyData, seed: int, se
         with batch_rng.active():
             batch = head.data_preprocessor(next(batches), True)
         with autocast:
-            teacher = head.teacher_forward(batch['inputs'])
+            teacher = (teacher_cache.teacher_outputs(head, batch) if teacher_cache is not None
+                       else head.teacher_forward(batch['inputs']))
         for candidate in active:
             candidate.iterations = iteration
             try:
@@ -306,7 +311,8 @@ def _train_lockstep(candidates: List[_Candidate], data: ProxyData, seed: int, se
 
 def run_proxy_group(search_cfg: Mapping, genomes: Sequence[Union[str, 'Genome', None]], seeds: Sequence[int],
                     reports: Optional[Sequence[Optional[Report]]] = None, base_dir: str = '.',
-                    distill_losses: Optional[List[Mapping]] = None) -> List[ProxyResult]:
+                    distill_losses: Optional[List[Mapping]] = None, teacher_cache_dir: Optional[str] = None,
+                    expected_trials: int = 1) -> List[ProxyResult]:
     """Train K candidate proxies in lockstep against one teacher (shared-teacher trial) and return their results
     in order; each equals ``run_proxy_trial(search_cfg, genomes[k], seeds[k], ...)`` up to floating-point noise.
 
@@ -315,6 +321,10 @@ def run_proxy_group(search_cfg: Mapping, genomes: Sequence[Union[str, 'Genome', 
     batches differ). The held-out images are decoded once and kept in memory for every evaluation. A candidate
     that fails (rejected, crashing, or whose ``report`` raises) leaves the group with ``result.failure`` set;
     the others go on.
+
+    ``teacher_cache_dir``: the search's teacher cache folder (shared by its trials); ``expected_trials``: how many
+    candidate evaluations the search makes (1: a standalone run), which decides whether ``proxy.teacher_cache =
+    'auto'`` builds the cache (it pays when the teacher forwards saved exceed its build).
     """
     start = time.time()
     genomes, seeds = list(genomes), [int(s) for s in seeds]
@@ -335,20 +345,34 @@ def run_proxy_group(search_cfg: Mapping, genomes: Sequence[Union[str, 'Genome', 
         return evaluate_bbox(model, val_batches, gt, data.val_img_ids, data.cat_ids)
 
     results: List[Optional[ProxyResult]] = [None] * len(genomes)
-    for seed in dict.fromkeys(seeds):   # distinct seeds, in first-seen order
-        members = [k for k, s in enumerate(seeds) if s == seed]
-        candidates = _build_candidates(search_cfg, [genomes[k] for k in members], [seed] * len(members),
-                                       [reports[k] for k in members], settings, base_dir, distill_losses, device)
-        _train_lockstep(candidates, data, seed, settings, device, evaluate, start)
-        for k, candidate in zip(members, candidates):
-            results[k] = candidate.result()
-        del candidates
+    distinct_seeds = list(dict.fromkeys(seeds))   # in first-seen order
+    teacher_cache, cache_decided = None, False
+    try:
+        for seed in distinct_seeds:
+            members = [k for k, s in enumerate(seeds) if s == seed]
+            candidates = _build_candidates(search_cfg, [genomes[k] for k in members], [seed] * len(members),
+                                           [reports[k] for k in members], settings, base_dir, distill_losses,
+                                           device)
+            if not cache_decided:   # once per run, with the first built distiller's teacher and preprocessor
+                # a search of expected_trials evaluations in groups like this one makes this many teacher runs
+                teacher_runs = math.ceil(max(1, expected_trials) * len(distinct_seeds) / len(genomes))
+                teacher_cache, _ = open_teacher_cache(search_cfg, settings, data, candidates[0].model,
+                                                      teacher_cache_dir, teacher_runs, base_dir)
+                cache_decided = True
+            _train_lockstep(candidates, data, seed, settings, device, evaluate, start, teacher_cache)
+            for k, candidate in zip(members, candidates):
+                results[k] = candidate.result()
+            del candidates
+    finally:
+        if teacher_cache is not None:
+            teacher_cache.close()
     return results
 
 
 def run_proxy_trial(search_cfg: Mapping, genome: Union[str, 'Genome', None] = None, seed: int = 0,
                     report: Optional[Report] = None, base_dir: str = '.',
-                    distill_losses: Optional[List[Mapping]] = None) -> ProxyResult:
+                    distill_losses: Optional[List[Mapping]] = None, teacher_cache_dir: Optional[str] = None,
+                    expected_trials: int = 1) -> ProxyResult:
     """Train the proxy of ``genome`` (a Genome, its JSON, or None for the student alone) and return its AP.
 
     ``distill_losses``: distiller loss entries trained besides the genome's (search/baselines.py passes a
@@ -358,8 +382,10 @@ def run_proxy_trial(search_cfg: Mapping, genome: Union[str, 'Genome', None] = No
     '<term>': mean, ...}`` (means over the interval) and, every ``eval_interval`` iterations and at the end,
     ``'AP'``, ``'AP50'``, ... in the same dict when both fall on one iteration. Deterministic for a seed.
     A rejected candidate raises TrialRejected; an exception raised by ``report`` propagates untouched.
+    ``teacher_cache_dir``, ``expected_trials``: as for ``run_proxy_group``.
     """
-    result = run_proxy_group(search_cfg, [genome], [seed], [report], base_dir, distill_losses)[0]
+    result = run_proxy_group(search_cfg, [genome], [seed], [report], base_dir, distill_losses, teacher_cache_dir,
+                             expected_trials)[0]
     if result.failure is not None:
         raise result.failure
     return result

@@ -28,6 +28,11 @@ proxy = dict(
     report_interval=10,          # report every loss term every N iterations
     eval_interval=20,            # proxy AP on the held-out subset every N iterations (intermediate metric)
     reject=dict(check_iterations=5, max_loss=1e4),   # non-finite or exploding distillation loss -> FAIL early
+    # Teacher features of the proxy images (both flip states) computed once per search, memory-mapped by every
+    # trial: 'auto' = only when the pipeline allows it (no random transform but horizontal flips, one input
+    # size) and the search's teacher work exceeds the build; True insists (error if it cannot), False never.
+    teacher_cache='auto',
+    teacher_cache_max_gb=4,
 )
 
 space = 'search_space.yaml'
@@ -48,7 +53,9 @@ search = dict(
 # Early stopping of weak proxies on the intermediate AP (recorded as PRUNED in Optuna), or None.
 scheduler = dict(type='asha', grace_period=1, reduction_factor=2)
 
-resources = dict(cpus_per_trial=1, gpus_per_trial=0, max_concurrent=2)
+# candidates_per_trial: candidates trained per Ray trial against one shared teacher (same batches, one teacher
+# forward per step); 'auto' = 1 with a scheduler, 2 on CPU, from free GPU memory on GPUs (workers/group_size.py).
+resources = dict(cpus_per_trial=1, gpus_per_trial=0, max_concurrent=2, candidates_per_trial='auto')
 budget = dict(max_trials=None, max_hours=None)
 
 # What `detkds-search export` writes into the exported training config (keys: search/export.py).
