@@ -1,7 +1,8 @@
 """The published distillers on one demo pair: bbox AP, AP50, AP75 of the teacher, the student alone and
 the student trained with each method, all on the same full demo schedule (the student config's).
 
-Rows: teacher; student alone; student + FGD / MGD / PKD / GKD / Global-Knowledge (every
+Rows: teacher; student alone; the student inheriting the teacher's neck and head with no distillation loss
+(the control for every method config that inherits); student + FGD / MGD / PKD / GKD / Global-Knowledge (every
 ``configs/distillers/<method>/<method>_demo_<family>.py`` that exists) and the DetKDS searched distillers
 shipped for the family (``configs/distillers/detkds/detkds_demo_*``, one per published COCO pair).
 Long: about 10 trainings of 600-1200 iterations on CPU. Reuses a trained teacher when its checkpoint exists.
@@ -21,6 +22,8 @@ import sys
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from mmengine.config import Config  # noqa: E402
+
 from workers.full_training import test, train  # noqa: E402
 
 METHODS = ('fgd', 'mgd', 'pkd', 'gkd', 'gkd_global')
@@ -33,6 +36,9 @@ def rows_for(family: str, methods) -> list:
     """(row name, config path, needs the teacher) in table order."""
     rows = [('teacher', f'configs/demo/{family}_teacher.py', False),
             ('student alone', f'configs/demo/{family}_student.py', False)]
+    inherit_only = f'configs/demo/_base_/distill_{family}.py'   # the distiller with no distillation loss:
+    if osp.isfile(osp.join(ROOT, inherit_only)):                  # separates what inheriting the teacher's
+        rows.append(('student + inherited neck/head only', inherit_only, True))   # neck/head gives
     for method in methods:
         path = f'configs/distillers/{method}/{method}_demo_{family}.py'
         if osp.isfile(osp.join(ROOT, path)):
@@ -68,7 +74,9 @@ def run(family: str, work_root: str, data_root: str, methods) -> list:
         if name == 'teacher':
             teacher_ckpt = final
         metrics = test(config, final, work_dir=work_dir, cfg_options=options)
-        row = {'row': name, 'config': config}
+        model = Config.fromfile(config).model
+        inherits = model.get('type') == 'DetectionDistiller' and bool(model.get('inherit_neck_head'))
+        row = {'row': name, 'config': config, 'inherits': inherits}
         row.update({label: round(metrics.get(key, float('nan')), 3) for label, key in METRICS})
         results.append(row)
         print(f"{name:45s} AP {row['AP']:.3f}  AP50 {row['AP50']:.3f}  AP75 {row['AP75']:.3f}", flush=True)
@@ -77,8 +85,9 @@ def run(family: str, work_root: str, data_root: str, methods) -> list:
 
 def markdown(results: list, family: str) -> str:
     lines = [f'Demo pair: {family} (shapes data, same schedule for every student row)', '',
-             '| run | bbox AP | AP50 | AP75 |', '|---|---|---|---|']
-    lines += [f"| {r['row']} | {r['AP']:.3f} | {r['AP50']:.3f} | {r['AP75']:.3f} |" for r in results]
+             '| run | inherits the teacher\'s neck/head | bbox AP | AP50 | AP75 |', '|---|---|---|---|---|']
+    lines += [f"| {r['row']} | {'yes' if r['inherits'] else ''} | {r['AP']:.3f} | {r['AP50']:.3f} | {r['AP75']:.3f} |"
+              for r in results]
     return '\n'.join(lines)
 
 

@@ -13,6 +13,8 @@ ratio 0.65) are constructor arguments, so ``search_space.yaml`` can search them.
 """
 from __future__ import annotations
 
+import math
+
 from typing import Sequence, Tuple
 
 import torch
@@ -49,6 +51,12 @@ def softmax_over(x: Tensor, dims: Tuple[int, ...], log: bool = False) -> Tensor:
         return F.log_softmax(x, dims[0]) if log else F.softmax(x, dims[0])
     lse = torch.logsumexp(x, dim=dims, keepdim=True)
     return x - lse if log else torch.exp(x - lse)
+
+
+def sqrt_softmax_over(x: Tensor, dims: Tuple[int, ...]) -> Tensor:
+    """``sqrt(softmax)`` as ``exp(log_softmax / 2)``: a softmax entry that underflows to 0 would give
+    ``sqrt``'s infinite derivative, and a NaN gradient that corrupts the student in one step."""
+    return torch.exp(0.5 * softmax_over(x, dims, log=True))
 
 
 class Transform(nn.Module):
@@ -107,7 +115,7 @@ class SpatialAttention(Transform):
         count = 1
         for d in dims:
             count *= x.shape[d]
-        return x * torch.sqrt(count * softmax_over(energy, dims))
+        return x * (math.sqrt(count) * sqrt_softmax_over(energy, dims))
 
 
 @TRANSFORMS.register_module(name='catt')
@@ -122,7 +130,7 @@ class ChannelAttention(Transform):
         energy = x.abs()
         if x.dim() > 2:
             energy = energy.mean(dim=spatial_dims(x), keepdim=True)
-        return x * torch.sqrt(x.shape[1] * F.softmax(energy / self.temperature, dim=1))
+        return x * (math.sqrt(x.shape[1]) * sqrt_softmax_over(energy / self.temperature, (1,)))
 
 
 @TRANSFORMS.register_module(name='natt')

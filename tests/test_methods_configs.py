@@ -69,3 +69,31 @@ def test_shipped_detkds_genomes_are_the_space_seeds():
         demo = Config.fromfile(osp.join(DISTILLERS, 'detkds', f'detkds_demo_{pair}.py'))
         inline = Genome.parse(demo.model.distill_losses[0]['loss']['genome'].to_dict())
         assert inline.equivalent(genome), pair
+
+
+RUNNABLE_CONFIGS = sorted(p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
+                          if '_base_' not in p.split(osp.sep) and osp.sep + 'search' + osp.sep not in p)
+
+
+@pytest.mark.parametrize('path', RUNNABLE_CONFIGS, ids=lambda p: osp.relpath(p, ROOT))
+def test_every_training_config_renders_for_the_runner(path):
+    """mmengine's Runner logs ``cfg.pretty_text`` before training: a config it cannot render (e.g. a dict key
+    that is a Python keyword, such as the knowledge input ``global``) never trains."""
+    from workers.full_training import prepare_config
+    compile(prepare_config(path, work_dir='/tmp/unused').pretty_text, path, 'exec')
+
+
+def test_hand_written_genome_mappings_are_rewritten_to_the_list_form(tmp_path):
+    from workers.full_training import prepare_config
+    path = tmp_path / 'mine.py'
+    path.write_text(
+        f"_base_ = ['{ROOT}/configs/demo/_base_/distill_retinanet.py']\n"
+        "model = dict(distill_losses=[dict(name='searched', loss=dict(type='SearchedDistillLoss', genome=dict(\n"
+        "    terms={'global': dict(transforms=['catt', 'scale_r2', 'norm_N'], distance='l1', weight=6)})))])\n")
+    with pytest.raises(SyntaxError):   # what the Runner would hit without the rewrite
+        Config.fromfile(str(path)).pretty_text
+    cfg = prepare_config(str(path), work_dir=str(tmp_path))
+    genome = cfg.model.distill_losses[0]['loss']['genome']
+    assert Genome.parse(genome) == Genome.parse({'terms': {'global': dict(transforms=['catt', 'scale_r2', 'norm_N'],
+                                                                          distance='l1', weight=6)}})
+    compile(cfg.pretty_text, str(path), 'exec')

@@ -30,7 +30,20 @@ def prepare_config(config_path: str, work_dir: Optional[str] = None, launcher: s
         'work_dirs', osp.splitext(osp.basename(config_path))[0])
     cfg.launcher = launcher
     cfg.setdefault('default_scope', 'mmdet')
+    _list_form_genomes(cfg)
     return cfg
+
+
+def _list_form_genomes(cfg: Config) -> None:
+    """Rewrite hand-written ``genome=dict(terms={input: {...}})`` to the list form: mmengine's Runner logs the
+    config with dict keys rendered as keyword arguments, and the knowledge input ``global`` is a Python keyword
+    (the rendering fails with a syntax error before training starts)."""
+    from distill_core.genome import Genome
+    for entry in (cfg.get('model') or {}).get('distill_losses') or ():
+        loss = entry.get('loss') if isinstance(entry, Mapping) else None
+        genome = loss.get('genome') if isinstance(loss, Mapping) else None
+        if isinstance(genome, Mapping) and isinstance(genome.get('terms'), Mapping):
+            loss['genome'] = Genome.parse(genome).to_dict()
 
 
 def _dataset_files(dataset: Mapping):

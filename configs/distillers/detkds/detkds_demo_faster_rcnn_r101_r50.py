@@ -7,10 +7,10 @@ model = dict(distill_losses=[
     dict(name='searched', loss=dict(
         type='SearchedDistillLoss',
         # the same genome as faster_rcnn_r101_r50.json (a test keeps them equal)
-        genome=dict(terms={
-            'global': dict(transforms=['catt', 'scale_r2', 'norm_N'], distance='l1', weight=2),
-            'fg_bg': dict(transforms=['mask', 'no', 'norm_C'], distance='l1', weight=2),
-            'instance': dict(transforms=['mask', 'scale_r1', 'norm_C'], distance='pearson', weight=1),
-            'logits': dict(transforms=['softmax_C'], distance='pearson', weight=0.1),
-        }))),
+        genome=dict(terms=[
+            dict(input='global', transforms=['catt', 'scale_r2', 'norm_N'], distance='l1', weight=2),
+            dict(input='fg_bg', transforms=['mask', 'no', 'norm_C'], distance='l1', weight=2),
+            dict(input='instance', transforms=['mask', 'scale_r1', 'norm_C'], distance='pearson', weight=1),
+            dict(input='logits', transforms=['softmax_C'], distance='pearson', weight=0.1),
+        ]))),
 ])

@@ -7,8 +7,8 @@ model = dict(distill_losses=[
     dict(name='searched', loss=dict(
         type='SearchedDistillLoss',
         # the same genome as fcos_r101_r50.json (a test keeps them equal)
-        genome=dict(terms={
-            'global': dict(transforms=['catt', 'scale_r2', 'norm_N'], distance='l1', weight=5),
-            'fg_bg': dict(transforms=['mask', 'scale_r1', 'norm_C'], distance='l1', weight=2),
-        }))),
+        genome=dict(terms=[
+            dict(input='global', transforms=['catt', 'scale_r2', 'norm_N'], distance='l1', weight=5),
+            dict(input='fg_bg', transforms=['mask', 'scale_r1', 'norm_C'], distance='l1', weight=2),
+        ]))),
 ])

@@ -7,7 +7,7 @@ model = dict(distill_losses=[
     dict(name='searched', loss=dict(
         type='SearchedDistillLoss',
         # the same genome as gfl_r101_r50.json (a test keeps them equal)
-        genome=dict(terms={
-            'global': dict(transforms=['catt', 'scale_r2', 'norm_N'], distance='l1', weight=10),
-        }))),
+        genome=dict(terms=[
+            dict(input='global', transforms=['catt', 'scale_r2', 'norm_N'], distance='l1', weight=10),
+        ]))),
 ])

@@ -7,7 +7,7 @@ model = dict(distill_losses=[
     dict(name='searched', loss=dict(
         type='SearchedDistillLoss',
         # the same genome as retinanet_x101_r50.json (a test keeps them equal)
-        genome=dict(terms={
-            'instance': dict(transforms=['catt', 'scale_r1', 'norm_C'], distance='l1', weight=50),
-        }))),
+        genome=dict(terms=[
+            dict(input='instance', transforms=['catt', 'scale_r1', 'norm_C'], distance='l1', weight=50),
+        ]))),
 ])
