@@ -95,3 +95,22 @@ def tiny_results(tmp_path_factory, tiny_search):
     return dict(cwd=str(cwd), study=study, config=tiny_search['config'], search_cwd=tiny_search['cwd'],
                 baselines=json.loads(result.stdout))
 # --------------------------------------------------------------------------- end results section
+
+
+@pytest.fixture
+def searcher_setup(tmp_path):
+    """(study on a journal file, the default space, a one-generation evolution of 3 'global' genomes): what the
+    searcher tests drive by hand."""
+    import optuna
+
+    from search.evolution import Evolution, StagePlan
+    from search.operators import build_ops
+    from search.space import Space
+    from search.study import open_study
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / 'j')))
+    study = open_study(storage, 'g')
+    space = Space.default()
+    stage1, stage2 = build_ops(space, ['global'])
+    evolution = Evolution(StagePlan(stage1_inputs=('global',), population_size=3, generations=1,
+                                    stage2_generations=0, reeval_top_k=0), stage1, stage2)
+    return study, space, evolution

@@ -192,17 +192,6 @@ def test_single_candidate_reports_keep_the_flat_form():
 
 
 # ----------------------------------------------------------------------------------------- searcher
-@pytest.fixture
-def searcher_setup(tmp_path):
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / 'j')))
-    study = open_study(storage, 'g')
-    space = Space.default()
-    stage1, stage2 = build_ops(space, ['global'])
-    evolution = Evolution(StagePlan(stage1_inputs=('global',), population_size=3, generations=1,
-                                    stage2_generations=0, reeval_top_k=0), stage1, stage2)
-    return study, space, evolution
-
-
 def test_searcher_groups_ready_proposals_and_routes_each_candidates_results(searcher_setup, tmp_path):
     study, space, evolution = searcher_setup
     searcher = EvolutionSearcher(evolution, TrialBook(study, space), candidates_per_trial=2)

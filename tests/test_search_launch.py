@@ -139,19 +139,11 @@ def test_resume_after_sigkill(tmp_path, shapes_root):
     assert counts['told'] == len(real)   # stage-2 proposals equal to a stage-1 genome are reused, not told
 
 
-def test_pruned_and_failed_trials_are_recorded_as_such(tmp_path):
+def test_pruned_and_failed_trials_are_recorded_as_such(searcher_setup):
     from distill_core import Genome
-    from search.evolution import Evolution, StagePlan
-    from search.operators import build_ops
     from search.searcher import EvolutionSearcher
-    from search.space import Space
-    from search.study import TrialBook, open_study
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / 'j')))
-    study = open_study(storage, 'p')
-    space = Space.default()
-    stage1, stage2 = build_ops(space, ['global'])
-    evolution = Evolution(StagePlan(stage1_inputs=('global',), population_size=3, generations=1,
-                                    stage2_generations=0, reeval_top_k=0), stage1, stage2)
+    from search.study import TrialBook
+    study, space, evolution = searcher_setup
     searcher = EvolutionSearcher(evolution, TrialBook(study, space))
     configs = [searcher.suggest(f't{i}') for i in range(3)]
     assert all(isinstance(c, dict) for c in configs)
