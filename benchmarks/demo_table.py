@@ -63,7 +63,7 @@ def run(family: str, work_root: str, data_root: str, methods) -> list:
     results = []
     teacher_ckpt = None
     for name, config, needs_teacher in rows_for(family, methods):
-        work_dir = osp.join(work_root, family, name.replace(' ', '_').replace('+', 'with').replace('(', '')
+        work_dir = osp.join(work_root, family, name.replace(' ', '_').replace('/', '_').replace('+', 'with').replace('(', '')
                             .replace(')', ''))
         options = dict(data_options)
         if needs_teacher:
