@@ -96,16 +96,19 @@ class GroupReporter:
 
         return report
 
-    def _flush(self) -> None:
-        result = {'iteration': self.iteration, **self.pending}
-        self.awaited = set(self.reported)
+    def _take(self) -> Dict[str, Any]:
+        """The held iteration's merged result (empty when none is held); starts the next one."""
+        result = {'iteration': self.iteration, **self.pending} if self.iteration is not None else dict(self.pending)
         self.pending, self.reported, self.iteration = {}, set(), None
-        self.send(result)
+        return result
+
+    def _flush(self) -> None:
+        self.awaited = set(self.reported)
+        self.send(self._take())
 
     def close(self, outcomes: Sequence[Tuple[Mapping[str, float], Optional[BaseException]]]) -> None:
         """The trial's last report: the held-back iteration, each candidate's final metrics and status."""
-        result = {'iteration': self.iteration} if self.iteration is not None else {}
-        result.update(self.pending)
+        result = self._take()
         for prefix, (metrics, failure) in zip(self.prefixes, outcomes):
             if failure is None:
                 result.update({prefix + key: value for key, value in metrics.items()})
@@ -113,7 +116,6 @@ class GroupReporter:
             else:
                 result[prefix + FINAL] = 'FAIL'
                 result[prefix + REASON] = failure_reason(failure)
-        self.pending, self.reported, self.iteration = {}, set(), None
         self.send(result)
 
 
