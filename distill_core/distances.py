@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from mmdet.structures.bbox import bbox_overlaps
 from torch import Tensor, nn
 
+from .elementwise import square
 from .registry import DISTANCES
 from .transforms import named_dims, softmax_over
 
@@ -73,7 +74,7 @@ class L1Distance(_MeanDistance):
 @DISTANCES.register_module(name='l2')
 class L2Distance(_MeanDistance):
     def elementwise(self, s, t):
-        return (s - t).pow(2)
+        return square(s - t)
 
 
 @DISTANCES.register_module(name='smooth_l1')
@@ -117,14 +118,13 @@ class KLDivergence(_MeanDistance):
 
 
 def cosine_similarity(a: Tensor, b: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
-    """``F.cosine_similarity`` (each side divided by its norm clamped at ``eps``, then the dot product), with
-    the norms taken as ``sqrt(sum x^2)``: on CPU ``linalg_vector_norm`` over a non-innermost dim (dim 1 of a
-    feature map) is ~20x slower than a sum of squares, and it dominated the pearson/cos distances on logits.
-    Same values up to float rounding; below ``eps`` the norm's gradient is 0 (clamped before the square root,
-    so a zero vector gives a zero gradient, never NaN)."""
-    a_norm = a.pow(2).sum(dim=dim, keepdim=True).clamp_min(eps * eps).sqrt()
-    b_norm = b.pow(2).sum(dim=dim, keepdim=True).clamp_min(eps * eps).sqrt()
-    return ((a / a_norm) * (b / b_norm)).sum(dim=dim)
+    """``F.cosine_similarity`` (the dot product over the product of the norms, each clamped at ``eps``), as
+    ``(a . b) * rsqrt(|a|^2 |b|^2)`` on the reduced maps: on CPU ``linalg_vector_norm`` over a non-innermost dim
+    (dim 1 of a feature map) is ~20x slower than a sum of squares, and dividing both full-size inputs by their
+    norms costs two more full-size ops and their backward. Same values up to float rounding; below ``eps`` the
+    clamp's gradient is 0, so a zero vector gives a zero value and a finite gradient, never NaN."""
+    squared_norms = square(a).sum(dim=dim).clamp_min(eps * eps) * square(b).sum(dim=dim).clamp_min(eps * eps)
+    return (a * b).sum(dim=dim) * squared_norms.rsqrt()   # the norms' product on reduced maps only
 
 
 @DISTANCES.register_module(name='cos')
@@ -162,11 +162,11 @@ class CorrelationDistance(_MeanDistance):
         x = x.reshape(x.shape[0], -1)
         centred = x - x.mean(0)
         # mean of squares rather than Tensor.var: the latter is ~100x slower on CPU over the batch dim
-        return centred / torch.sqrt(centred.pow(2).mean(0) + self.eps)
+        return centred / torch.sqrt(square(centred).mean(0) + self.eps)
 
     def elementwise(self, s, t):
         c = (self._standardise(s) * self._standardise(t)).mean(0)
-        return (1 - c).pow(2).view(s.shape[1:])   # one value per feature (c, position)
+        return square(1 - c).view(s.shape[1:])   # one value per feature (c, position)
 
 
 @DISTANCES.register_module(name='ssim')

@@ -42,10 +42,15 @@ Pairs = List[Tuple[Tensor, Tensor]]
 
 @dataclass
 class Part:
-    """One loss key's inputs: ``factor * sum_pairs D(cascade(s), cascade(t))``."""
+    """One loss key's inputs: ``factor * sum_i D(cascade(s_i * m_i), cascade(t_i * m_i))``.
+
+    ``masks`` (optional, one per pair): per-position weights applied to both sides before the cascade, e.g. FGD's
+    GT masks. Parts that mask the same pairs share one concatenation of them when the searched loss fuses levels.
+    """
     key: str
     pairs: Pairs
     factor: float = 1.0
+    masks: Optional[List[Tensor]] = None
 
 
 @dataclass
@@ -272,13 +277,9 @@ class ForegroundBackgroundFeatures(KnowledgeInput):
     name = 'fg_bg'
 
     def parts(self, ctx, family, distance):
-        fg_pairs, bg_pairs = [], []
+        pairs = list(zip(ctx.student_feats, ctx.teacher_feats))
         masks = cached_fg_bg_masks(ctx, [tuple(s.shape[-2:]) for s in ctx.student_feats])
-        for s, t, (fg, bg) in zip(ctx.student_feats, ctx.teacher_feats, masks):
-            fg, bg = fg.to(s.dtype), bg.to(s.dtype)
-            fg_pairs.append((s * fg, t * fg))
-            bg_pairs.append((s * bg, t * bg))
-        return [Part('fg', fg_pairs, 1.0), Part('bg', bg_pairs, 0.5)]
+        return [Part('fg', pairs, 1.0, [fg for fg, _ in masks]), Part('bg', pairs, 0.5, [bg for _, bg in masks])]
 
 
 def feature_strides(ctx: DistillContext) -> List[float]:

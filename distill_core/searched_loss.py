@@ -61,39 +61,67 @@ class SearchedTerm(nn.Module):
 
     def forward(self, ctx: DistillContext, family: DetectorFamily) -> Dict[str, Tensor]:
         losses = {}
+        concatenated: Dict[tuple, Tuple[Tensor, Tensor]] = {}   # shared by parts that mask the same pairs
         for part in self.knowledge.parts(ctx, family, self.term.distance.name):
-            total = self.part_value(part.pairs)
+            total = self.part_value(part.pairs, part.masks, concatenated)
             if total is None:   # nothing to distil this step (e.g. no GT boxes): a zero that keeps the graph
                 total = sum(f.sum() for f in ctx.student_feats) * 0.0
             losses[f'loss_{part.key}'] = total * (self.term.weight * part.factor)
         return losses
 
-    def part_value(self, pairs: Sequence[Tuple[Tensor, Tensor]]) -> Optional[Tensor]:
-        """``sum_pairs distance(cascade(s), cascade(t))`` (None without pairs), fusing levels where it can."""
+    def part_value(self, pairs: Sequence[Tuple[Tensor, Tensor]], masks: Optional[Sequence[Tensor]] = None,
+                   concatenated: Optional[Dict] = None) -> Optional[Tensor]:
+        """``sum_i distance(cascade(s_i * m_i), cascade(t_i * m_i))`` (None without pairs; no masks: m = 1),
+        fusing levels where it can. ``concatenated``: a per-step memo of fused pair runs (see ``Part.masks``)."""
+        masks = list(masks) if masks is not None else [None] * len(pairs)
         if not self.fuse_levels or len(pairs) < 2:
-            return _sum(self.distance(*cascade_pair(self.cascade, s, t)) for s, t in pairs)
-        staged = [cascade_pair(self._prefix, s, t) for s, t in pairs]
+            return _sum(self.distance(*cascade_pair(self.cascade, *_masked(pair, mask)))
+                        for pair, mask in zip(pairs, masks))
+        if self._prefix:   # the masks go before the per-map head of the cascade
+            pairs = [cascade_pair(self._prefix, *_masked(pair, mask)) for pair, mask in zip(pairs, masks)]
+            masks, concatenated = [None] * len(pairs), None
         values = []
-        for run in _fusable_runs(staged):   # consecutive runs, so random draws keep their order
-            if len(run) == 1:
-                s, t = run[0]
-                for op in self._suffix:
-                    s, t = op.forward_pair(s, t)
+        for run in _fusable_runs(pairs):   # consecutive runs, so random draws keep their order
+            if run.stop - run.start == 1:
+                s, t = cascade_pair(self._suffix, *_masked(pairs[run.start], masks[run.start]))
                 values.append(self.distance(s, t))
             else:
-                values.append(self._fused_value(run))
+                values.append(self._fused_value(pairs[run], masks[run], concatenated))
         return _sum(values)
 
-    def _fused_value(self, run: List[Tuple[Tensor, Tensor]]) -> Tensor:
+    def _fused_value(self, run: Sequence[Tuple[Tensor, Tensor]], masks: Sequence[Optional[Tensor]],
+                     concatenated: Optional[Dict]) -> Tensor:
         sizes = [math.prod(s.shape[2:]) for s, _ in run]
-        student = torch.cat([s.flatten(2) for s, _ in run], 2)
-        teacher = torch.cat([t.flatten(2) for _, t in run], 2)
+        student, teacher = _concatenated(run, concatenated)
+        if any(m is not None for m in masks):
+            weight = torch.cat([m.flatten(2) if m is not None else student.new_ones(student.shape[0], 1, size)
+                                for m, size in zip(masks, sizes)], 2).to(student.dtype)
+            student, teacher = student * weight, teacher * weight
         for op in self._suffix:
             student, teacher = op.forward_fused(student, teacher, sizes)
         values = self.distance.elementwise(student, teacher)
         rows = values.numel() // max(values.shape[-1], 1)   # the values of one position
         weights = torch.cat([values.new_full((size,), 1.0 / (rows * size)) for size in sizes])
         return (values * weights).sum()
+
+
+def _masked(pair: Tuple[Tensor, Tensor], mask: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    if mask is None:
+        return pair
+    mask = mask.to(pair[0].dtype)
+    return pair[0] * mask, pair[1] * mask
+
+
+def _concatenated(run: Sequence[Tuple[Tensor, Tensor]], memo: Optional[Dict]) -> Tuple[Tensor, Tensor]:
+    """Both sides' maps flattened and concatenated along positions (teacher detached); memoised per step by the
+    identity of the maps (the memo holds them, so an id cannot be reused while it is alive)."""
+    key = tuple(id(x) for pair in run for x in pair)
+    if memo is not None and key in memo:
+        return memo[key][1]
+    fused = (torch.cat([s.flatten(2) for s, _ in run], 2), torch.cat([t.detach().flatten(2) for _, t in run], 2))
+    if memo is not None:
+        memo[key] = (run, fused)
+    return fused
 
 
 def _sum(values) -> Optional[Tensor]:
@@ -103,22 +131,22 @@ def _sum(values) -> Optional[Tensor]:
     return total
 
 
-def _fusable_runs(pairs: List[Tuple[Tensor, Tensor]]) -> List[List[Tuple[Tensor, Tensor]]]:
-    """Consecutive pairs that can be concatenated along flattened spatial dims: same N, C, dtype and device on
-    both sides, at least one spatial dim, student and teacher of the same shape."""
+def _fusable_runs(pairs: Sequence[Tuple[Tensor, Tensor]]) -> List[slice]:
+    """Index ranges of consecutive pairs that can be concatenated along flattened spatial dims: same N, C, dtype
+    and device on both sides, at least one spatial dim, student and teacher of the same shape."""
     def signature(pair):
         s, t = pair
         if s.dim() < 3 or s.shape != t.shape:
             return None
         return tuple(s.shape[:2]), s.dtype, t.dtype, s.device
-    runs: List[List[Tuple[Tensor, Tensor]]] = []
+    runs: List[slice] = []
     previous = None
-    for pair in pairs:
+    for i, pair in enumerate(pairs):
         key = signature(pair)
         if runs and key is not None and key == previous:
-            runs[-1].append(pair)
+            runs[-1] = slice(runs[-1].start, i + 1)
         else:
-            runs.append([pair])
+            runs.append(slice(i, i + 1))
         previous = key
     return runs
 

@@ -128,10 +128,12 @@ def _fg_bg_context(seed=0):
                           teacher_inputs=torch.zeros(2, 3, 64, 64))
 
 
-def test_fg_bg_term_fused_equals_unfused_on_a_step():
-    """The whole fg/bg term (GT masks, the shared random mask, both parts) with and without fusion."""
-    fused = searched_term(['mask', 'no', 'norm_C'], 'l1', input='fg_bg')
-    looped = searched_term(['mask', 'no', 'norm_C'], 'l1', input='fg_bg')
+@pytest.mark.parametrize('ops', [['mask', 'no', 'norm_C'], ['catt', 'scale_r2', 'norm_C'], ['satt', 'mask', 'pow2']])
+def test_fg_bg_term_fused_equals_unfused_on_a_step(ops):
+    """The whole fg/bg term (GT masks applied before the cascade, the shared random mask, both parts sharing one
+    concatenation of the maps) with and without fusion, with and without a per-map head of the cascade."""
+    fused = searched_term(ops, 'l1', input='fg_bg')
+    looped = searched_term(ops, 'l1', input='fg_bg')
     looped.fuse_levels = False
     results = []
     for term in (fused, looped):

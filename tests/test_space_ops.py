@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import distill_core  # noqa: F401  (registers the ops)
 from distill_core import DISTANCES, TRANSFORMS
@@ -106,6 +107,24 @@ def test_pooling_ops():
         assert torch.equal(op(name)(y), op(name)(y.clone().requires_grad_()).detach())
     assert torch.equal(op('scale_r2')(torch.arange(5.0).view(1, 1, 5)), torch.tensor([[[1.0, 3.0, 4.0]]]))
 
+
+
+@pytest.mark.parametrize('shape', [(2, 3, 8, 10), (2, 3, 7, 9), (1, 2, 1, 1), (2, 64, 33, 32)])
+@pytest.mark.parametrize('ties', [False, True])
+def test_scale_r2_gradient_is_max_pool2d_gradient(shape, ties):
+    """The student-side 2x2 pool (own argmax on large maps) routes the gradient exactly as max_pool2d (ceil mode):
+    to the first maximum of each window in row-major order, ties (e.g. masked zeros) included."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 3, shape, generator=g).double() if ties else torch.randn(shape, generator=g).double()
+    grad_out = torch.randn(shape[0], shape[1], (shape[2] + 1) // 2, (shape[3] + 1) // 2, generator=g).double()
+    for layout in (torch.contiguous_format, torch.channels_last):
+        mine = x.clone().contiguous(memory_format=layout).requires_grad_()
+        ref = x.clone().requires_grad_()
+        out = op('scale_r2')(mine)
+        assert torch.equal(out, F.max_pool2d(ref, 2, 2, ceil_mode=True))
+        out.backward(grad_out)
+        F.max_pool2d(ref, 2, 2, ceil_mode=True).backward(grad_out)
+        assert torch.equal(mine.grad, ref.grad)
 
 def test_local_patch_ops():
     x = torch.arange(16.0).view(1, 1, 4, 4)
