@@ -1,7 +1,8 @@
 """Cost of the searched distillation terms, and of the vectorised FG/BG mask builder.
 
 1. Per demo pair: time of the distillation terms (forward + backward) as a fraction of the student's own
-   training step, for the published DetKDS formulations that apply to the family and for the slowest op
+   training step (at the demo configs' training batch size, 8, what full training and the proxy trials run;
+   ``--batch-size`` to change it), for the published DetKDS formulations that apply to the family and for the slowest op
    combination of the default space (slowest op per slot and slowest distance, measured here, every input on).
    Measured as the difference of two distiller steps (with the searched loss / without distillation losses),
    so the backward through the student that both share is not counted twice; interleaved, median of N.
@@ -16,7 +17,7 @@
 
 Targets: every published formulation under 15 % of the student step; mask builder >= 5x faster at 50 boxes.
 
-    .venv/bin/python benchmarks/loss_overhead.py [--families retinanet fcos] [--repeats 15]
+    .venv/bin/python benchmarks/loss_overhead.py [--families retinanet fcos] [--repeats 15] [--batch-size 2]
         [--parts masks overhead methods] [--json out.json]
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import Optional
 
 import torch
 
@@ -108,10 +110,12 @@ def slowest_genome(space: Space, family: str) -> Genome:
 
 
 # ------------------------------------------------------------------------------------ loss overhead
-def batch_for(model, family: str, data_root: str, batch_size: int):
+def batch_for(model, family: str, data_root: str, batch_size: Optional[int]):
+    """One preprocessed training batch of the demo student config (its own batch size unless given)."""
     cfg = use_data_root(Config.fromfile(demo_config(f'{family}_student')), data_root)
     loader_cfg = cfg.train_dataloader
-    loader_cfg.batch_size, loader_cfg.num_workers, loader_cfg.persistent_workers = batch_size, 0, False
+    loader_cfg.batch_size = batch_size or loader_cfg.batch_size
+    loader_cfg.num_workers, loader_cfg.persistent_workers = 0, False
     data = next(iter(Runner.build_dataloader(loader_cfg, seed=0)))
     data = model.data_preprocessor(data, training=True)
     return data['inputs'], data['data_samples']
@@ -167,7 +171,7 @@ class DemoPair:
     """One demo pair's fixtures: a random teacher checkpoint, a batch, the student step and the distiller step
     without distillation losses (what every variant is compared with)."""
 
-    def __init__(self, family: str, data_root: str, work: str, repeats: int, batch_size: int):
+    def __init__(self, family: str, data_root: str, work: str, repeats: int, batch_size: Optional[int]):
         self.family, self.repeats = family, repeats
         torch.manual_seed(0)
         teacher = MODELS.build(Config.fromfile(demo_config(f'{family}_teacher')).model)
@@ -178,12 +182,14 @@ class DemoPair:
         student.init_weights()
         student.train()
         self.inputs, self.samples = batch_for(student, family, data_root, batch_size)
+        self.batch_size = len(self.samples)
         self.student_step = median_time(step_fn(student, self.inputs, self.samples), repeats)
         self.base_step = step_fn(distiller(family, self.checkpoint), self.inputs, self.samples)
 
     def row(self, model, **fields):
         added = added_step_time(self.base_step, step_fn(model, self.inputs, self.samples), self.repeats)
-        return dict(family=self.family, student_step_ms=self.student_step * 1e3, terms_ms=added * 1e3,
+        return dict(family=self.family, batch_size=self.batch_size, student_step_ms=self.student_step * 1e3,
+                    terms_ms=added * 1e3,
                     ratio=added / self.student_step, **fields)
 
 
@@ -241,7 +247,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--families', nargs='+', default=list(FAMILIES), choices=FAMILIES)
     parser.add_argument('--repeats', type=int, default=15)
-    parser.add_argument('--batch-size', type=int, default=2)
+    parser.add_argument('--batch-size', type=int, default=None,
+                        help="images per step (default: the demo config's training batch size, 8)")
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads (1: stable timings)')
     parser.add_argument('--data-root', default=None, help='shapes data (generated in a temp dir if absent)')
     parser.add_argument('--parts', nargs='+', default=['masks', 'overhead', 'methods'],
@@ -286,23 +293,25 @@ def print_pairs(results, args, space):
         pairs = [DemoPair(family, data_root, work, args.repeats, args.batch_size) for family in args.families]
         if 'overhead' in args.parts:
             results['overhead'] = []
-            print('\n| pair | distiller | formula | student step ms | terms ms | ratio | < 15 % |')
-            print('|---|---|---|---|---|---|---|')
+            print('\n| pair | batch | distiller | formula | student step ms | terms ms | ratio | < 15 % |')
+            print('|---|---|---|---|---|---|---|---|')
             for pair in pairs:
                 for r in overhead_rows(pair, space):
                     results['overhead'].append(r)
                     met = '' if r['target_met'] is None else ('yes' if r['target_met'] else 'NO')
                     formula = r['formula'].replace('|', '\\|')
-                    print(f"| {r['family']} | {r['genome']} | `{formula}` | {r['student_step_ms']:.1f} | "
+                    print(f"| {r['family']} | {r['batch_size']} | {r['genome']} | `{formula}` | "
+                          f"{r['student_step_ms']:.1f} | "
                           f"{r['terms_ms']:.1f} | {100 * r['ratio']:.1f} % | {met} |", flush=True)
         if 'methods' in args.parts:
             results['methods'] = []
-            print('\n| pair | method | config | student step ms | method ms | ratio |')
-            print('|---|---|---|---|---|---|')
+            print('\n| pair | batch | method | config | student step ms | method ms | ratio |')
+            print('|---|---|---|---|---|---|---|')
             for pair in pairs:
                 for r in method_rows(pair):
                     results['methods'].append(r)
-                    print(f"| {r['family']} | {r['method']} | `{r['config']}` | {r['student_step_ms']:.1f} | "
+                    print(f"| {r['family']} | {r['batch_size']} | {r['method']} | `{r['config']}` | "
+                          f"{r['student_step_ms']:.1f} | "
                           f"{r['terms_ms']:.1f} | {100 * r['ratio']:.1f} % |", flush=True)
 
 

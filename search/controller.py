@@ -7,7 +7,6 @@ until the evolution or the budget is done; close every trial (a finished launch 
 from __future__ import annotations
 
 import json
-import math
 import os
 import os.path as osp
 import socket
@@ -44,6 +43,15 @@ def progress_line(progress: Dict[str, Any], formula: str, elapsed: float, per_tr
     eta = f', ~{_fmt_time(remaining * per_trial / max(concurrency, 1))} left' if per_trial else ''
     return (f'[search] stage {progress["stage"]}: {streams} | trials {done} (complete {counts["complete"]}, '
             f'failed {counts["fail"]}, pruned {counts["pruned"]}) | {best_text} | {_fmt_time(elapsed)} elapsed{eta}')
+
+
+def expected_new_trials(planned: int, finished: int, max_new: Optional[int]) -> int:
+    """Evaluations this launch expects to run (what the teacher cache's 'auto' weighs its build against): what
+    the plan leaves after a resumed study's finished trials, within ``--max-trials``' remainder; at least 1."""
+    left = max(planned - finished, 0)
+    if max_new is not None:
+        left = min(left, max_new)
+    return max(left, 1)
 
 
 def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
@@ -208,8 +216,8 @@ class Launch:
             tune.with_parameters(proxy_trainable, search_cfg=self.cfg.raw, base_dir=self.cfg.base_dir,
                                  # one teacher feature cache per search, shared by its trials (where it pays)
                                  teacher_cache_dir=osp.join(self.run_dir, 'teacher_cache'),
-                                 expected_trials=min(self.plan.max_evaluations(len(evolution.inputs)),
-                                                     self.max_trials or math.inf)),
+                                 expected_trials=expected_new_trials(
+                                     self.plan.max_evaluations(len(evolution.inputs)), finished, max_new)),
             {'cpu': self.cfg.resources['cpus_per_trial'], 'gpu': self.cfg.resources['gpus_per_trial']})
         tuner = tune.Tuner(
             trainable,

@@ -166,6 +166,15 @@ def test_pruned_and_failed_trials_are_recorded_as_such(searcher_setup):
     assert best.value == 0.3   # a pruned partial value never wins
 
 
+def test_expected_new_trials_count_what_a_resumed_study_has_left():
+    """What the teacher cache's 'auto' weighs its build against: the plan's remainder, within --max-trials'."""
+    from search.controller import expected_new_trials
+    assert expected_new_trials(40, 0, None) == 40
+    assert expected_new_trials(40, 30, None) == 10     # resumed: 30 already finished
+    assert expected_new_trials(40, 30, 4) == 4          # --max-trials leaves 4 new ones
+    assert expected_new_trials(40, 45, None) == 1       # nothing left (re-runs only): never 0
+
+
 def test_errors_before_any_trial(tmp_path, shapes_root):
     config = write_search_config(tmp_path, shapes_root)
     rc, _, err = finish(cli(['launch', config, '--study', 'e', '--ray-address', '127.0.0.1:9'], cwd=tmp_path))

@@ -2,6 +2,7 @@
 teacher's forward for both flip states (RetinaNet and Faster R-CNN demo pairs), eligibility and its reasons, the
 'auto' decision, one locked atomic build shared by concurrent trials, stale-key protection, and a proxy trial with
 the cache reproducing one without it."""
+import copy
 import json
 import multiprocessing
 import os
@@ -148,6 +149,16 @@ def test_mixed_image_sizes_are_not_eligible(retinanet, shapes_root, tmp_path):
     eligibility = cache_eligibility(data, retinanet.model, 4.0)
     assert not eligibility.eligible
     assert 'different padded input shapes' in eligibility.reason and '(128, 96)' in eligibility.reason
+
+
+def test_image_records_already_loaded_spare_the_annotation_file(retinanet):
+    """A trial passes the COCO image records it loaded: the same verdict, without reading the file again."""
+    from workers.proxy_eval import load_coco
+    images = load_coco(retinanet.data.ann_file).imgs
+    expected = cache_eligibility(retinanet.data, retinanet.model, 4.0)
+    data = copy.copy(retinanet.data)
+    data.ann_file = '/nonexistent/train.json'   # would raise if it were opened
+    assert cache_eligibility(data, retinanet.model, 4.0, images) == expected
 
 
 def test_too_large_a_cache_is_not_eligible(retinanet):

@@ -357,7 +357,7 @@ def run_proxy_group(search_cfg: Mapping, genomes: Sequence[Union[str, 'Genome', 
                 # a search of expected_trials evaluations in groups like this one makes this many teacher runs
                 teacher_runs = math.ceil(max(1, expected_trials) * len(distinct_seeds) / len(genomes))
                 teacher_cache, _ = open_teacher_cache(search_cfg, settings, data, candidates[0].model,
-                                                      teacher_cache_dir, teacher_runs, base_dir)
+                                                      teacher_cache_dir, teacher_runs, base_dir, gt.imgs)
                 cache_decided = True
             _train_lockstep(candidates, data, seed, settings, device, evaluate, start, teacher_cache)
             for k, candidate in zip(members, candidates):

@@ -101,11 +101,14 @@ def pipeline_obstacle(pipeline: Sequence[Mapping]) -> Optional[str]:
     return None
 
 
-def _train_image_sizes(ann_file: str, img_ids: Sequence[int]) -> List[Tuple[int, int]]:
-    """(height, width) of each proxy training image, from the annotation file (no image is decoded)."""
-    with open(ann_file) as f:
-        images = {image['id']: (int(image['height']), int(image['width'])) for image in json.load(f)['images']}
-    return [images[img_id] for img_id in img_ids]
+def _train_image_sizes(ann_file: str, img_ids: Sequence[int],
+                       images: Optional[Mapping[int, Mapping]] = None) -> List[Tuple[int, int]]:
+    """(height, width) of each proxy training image (no image is decoded), from ``images`` (COCO image records
+    by id, e.g. ``pycocotools.COCO(ann_file).imgs`` the trial already loaded) or else the annotation file."""
+    if images is None:
+        with open(ann_file) as f:
+            images = {image['id']: image for image in json.load(f)['images']}
+    return [(int(images[img_id]['height']), int(images[img_id]['width'])) for img_id in img_ids]
 
 
 def _padded_shapes(pipeline: Sequence[Mapping], sizes: Sequence[Tuple[int, int]], pad_divisor: int
@@ -134,9 +137,10 @@ def _teacher_level_shapes(model, padded_shape: Tuple[int, int]) -> Tuple[Tuple[i
     return tuple(tuple(int(d) for d in f.shape[1:]) for f in feats)
 
 
-def cache_eligibility(data, model, max_gb: float) -> Eligibility:
+def cache_eligibility(data, model, max_gb: float, images: Optional[Mapping[int, Mapping]] = None) -> Eligibility:
     """Can the teacher features of ``data``'s proxy training subset (``ProxyData``) be cached exactly for
-    ``model`` (a ``DetectionDistiller``: its preprocessor and teacher), within ``max_gb`` GB?"""
+    ``model`` (a ``DetectionDistiller``: its preprocessor and teacher), within ``max_gb`` GB? ``images``: the
+    annotation file's image records by id when already loaded (else it is read for the image sizes)."""
     pipeline = data.dataset_cfg['pipeline']
     obstacle = pipeline_obstacle(pipeline)
     if obstacle:
@@ -145,7 +149,7 @@ def cache_eligibility(data, model, max_gb: float) -> Eligibility:
     if getattr(preprocessor, 'batch_augments', None):
         return Eligibility(False, 'the student data_preprocessor has batch_augments (random, per batch)')
     img_ids = data.train_img_ids
-    sizes = _train_image_sizes(data.ann_file, img_ids)
+    sizes = _train_image_sizes(data.ann_file, img_ids, images)
     shapes = _padded_shapes(pipeline, sizes, int(getattr(preprocessor, 'pad_size_divisor', 1) or 1))
     distinct = sorted(set(shapes.values()))
     if len(distinct) > 1:
@@ -344,12 +348,14 @@ def _build_features(folder: str, key: str, model, data, layout: CacheLayout, bat
 
 
 def open_teacher_cache(search_cfg: Mapping, settings: ProxySettings, data, model, cache_dir: Optional[str],
-                       teacher_runs: int = 1, base_dir: str = '.') -> Tuple[Optional[TeacherFeatureCache], str]:
+                       teacher_runs: int = 1, base_dir: str = '.', images: Optional[Mapping[int, Mapping]] = None
+                       ) -> Tuple[Optional[TeacherFeatureCache], str]:
     """The trial's teacher cache (opened, or built first) when it is to be used, else None; and why.
 
     ``data``: the trial's ``ProxyData``; ``model``: one of its ``DetectionDistiller`` s (teacher and
     preprocessor); ``cache_dir``: the search's cache folder (None: ``'auto'`` stays off, ``True`` builds a private
-    temporary cache, removed by ``close()``); ``teacher_runs``: proxy runs the search is expected to make.
+    temporary cache, removed by ``close()``); ``teacher_runs``: proxy runs the search is expected to make;
+    ``images``: as for ``cache_eligibility``.
 
     A cache already built under the key is used as is (reading it is free; its inputs passed the eligibility
     check when it was built, whatever ``teacher_cache_max_gb`` says now); otherwise eligibility and ``decide``
@@ -361,7 +367,7 @@ def open_teacher_cache(search_cfg: Mapping, settings: ProxySettings, data, model
     key = cache_key(search_cfg, data, base_dir)
     if cache_dir is not None and _is_complete(cache_folder(cache_dir, key)):
         return TeacherFeatureCache(cache_folder(cache_dir, key)), 'already built'
-    eligibility = cache_eligibility(data, model, settings.teacher_cache_max_gb)
+    eligibility = cache_eligibility(data, model, settings.teacher_cache_max_gb, images)
     use, reason = decide(settings, eligibility, teacher_runs)
     if not use:
         return None, reason
