@@ -6,7 +6,8 @@ every pair and sums them (one sum per part, as the reference release summed one 
 
 * ``global``: every FPN level's (channel-adapted) neck feature;
 * ``fg_bg``: the features times FGD's GT foreground / background masks (``masks.fg_bg_masks``); parts
-  ``fg`` (factor 1) and ``bg`` (factor 1/2, as released);
+  ``fg`` (factor 1) and ``bg`` (factor 1/2, as released), the masks given as the parts' per-position weights
+  (``Part.masks``) so that both parts share one concatenation of the maps;
 * ``instance``: RoIAlign (mmcv, ``aligned=True``, ``spatial_scale = 1/stride``) of the GT boxes, each box at
   the FPN level the FPN rule picks from its size, batched per level. The cascade runs on the ``K x C x S x S``
   RoI features (the release ran it on the whole map, then pooled);
