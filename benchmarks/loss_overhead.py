@@ -1,11 +1,13 @@
 """Cost of the searched distillation terms, and of the vectorised FG/BG mask builder.
 
 1. Per demo pair: time of the distillation terms (forward + backward) as a fraction of the student's own
-   training step (at the demo configs' training batch size, 8, what full training and the proxy trials run;
-   ``--batch-size`` to change it), for the published DetKDS formulations that apply to the family and for the slowest op
-   combination of the default space (slowest op per slot and slowest distance, measured here, every input on).
-   Measured as the difference of two distiller steps (with the searched loss / without distillation losses),
-   so the backward through the student that both share is not counted twice; interleaved, median of N.
+   training step, at the demo configs' training batch size (8: what full training and the proxy trials run;
+   ``--batch-size`` to change it), for the published DetKDS formulations that apply to the family and for the
+   slowest op combination of the default space (slowest op per slot and slowest distance, measured here, every
+   input on). Measured as the difference of two distiller steps (with the searched loss / without distillation
+   losses), so the backward through the student that both share is not counted twice; interleaved, median of
+   N, the steps cycling through ``--batches`` distinct batches (the cost follows each batch's GT boxes and
+   sampled RoIs), both steps of a pair on the same batch.
 2. Per demo pair: the same difference for each published method's demo config (``configs/distillers/<method>/
    <method>_demo_<family>.py``: FGD, MGD, PKD, GKD, Global-Knowledge, where one exists for the family): the
    method's per-step cost relative to the student step. Hook work outside the step (Global-Knowledge's
@@ -18,7 +20,7 @@
 Targets: every published formulation under 15 % of the student step; mask builder >= 5x faster at 50 boxes.
 
     .venv/bin/python benchmarks/loss_overhead.py [--families retinanet fcos] [--repeats 15] [--batch-size 2]
-        [--parts masks overhead methods] [--json out.json]
+        [--batches 4] [--parts masks overhead methods] [--json out.json]
 """
 from __future__ import annotations
 
@@ -110,19 +112,29 @@ def slowest_genome(space: Space, family: str) -> Genome:
 
 
 # ------------------------------------------------------------------------------------ loss overhead
-def batch_for(model, family: str, data_root: str, batch_size: Optional[int]):
-    """One preprocessed training batch of the demo student config (its own batch size unless given)."""
+def batches_for(model, family: str, data_root: str, batch_size: Optional[int], count: int):
+    """The first ``count`` preprocessed training batches of the demo student config (its own batch size unless
+    given): the terms' cost depends on a batch's GT boxes and sampled RoIs, so steps cycle through several."""
     cfg = use_data_root(Config.fromfile(demo_config(f'{family}_student')), data_root)
     loader_cfg = cfg.train_dataloader
     loader_cfg.batch_size = batch_size or loader_cfg.batch_size
     loader_cfg.num_workers, loader_cfg.persistent_workers = 0, False
-    data = next(iter(Runner.build_dataloader(loader_cfg, seed=0)))
-    data = model.data_preprocessor(data, training=True)
-    return data['inputs'], data['data_samples']
+    batches = []
+    for data in Runner.build_dataloader(loader_cfg, seed=0):
+        data = model.data_preprocessor(data, training=True)
+        batches.append((data['inputs'], data['data_samples']))
+        if len(batches) == count:
+            break
+    return batches
 
 
-def step_fn(model, inputs, samples):
+def step_fn(model, batches):
+    """A training step; its i-th call takes batch i mod len(batches) (interleaved steps stay on one batch)."""
+    calls = [0]
+
     def step():
+        inputs, samples = batches[calls[0] % len(batches)]
+        calls[0] += 1
         model.zero_grad(set_to_none=True)
         losses = model.loss(inputs, samples)
         total = sum(v.sum() if torch.is_tensor(v) else sum(x.sum() for x in v)
@@ -171,7 +183,8 @@ class DemoPair:
     """One demo pair's fixtures: a random teacher checkpoint, a batch, the student step and the distiller step
     without distillation losses (what every variant is compared with)."""
 
-    def __init__(self, family: str, data_root: str, work: str, repeats: int, batch_size: Optional[int]):
+    def __init__(self, family: str, data_root: str, work: str, repeats: int, batch_size: Optional[int],
+                 num_batches: int):
         self.family, self.repeats = family, repeats
         torch.manual_seed(0)
         teacher = MODELS.build(Config.fromfile(demo_config(f'{family}_teacher')).model)
@@ -181,13 +194,14 @@ class DemoPair:
         student = MODELS.build(Config.fromfile(demo_config(f'{family}_student')).model)
         student.init_weights()
         student.train()
-        self.inputs, self.samples = batch_for(student, family, data_root, batch_size)
-        self.batch_size = len(self.samples)
-        self.student_step = median_time(step_fn(student, self.inputs, self.samples), repeats)
-        self.base_step = step_fn(distiller(family, self.checkpoint), self.inputs, self.samples)
+        self.batches = batches_for(student, family, data_root, batch_size, num_batches)
+        self.batch_size = len(self.batches[0][1])
+        self.student_step = median_time(step_fn(student, self.batches), repeats)
+        self.base_model = distiller(family, self.checkpoint)
 
     def row(self, model, **fields):
-        added = added_step_time(self.base_step, step_fn(model, self.inputs, self.samples), self.repeats)
+        # fresh steps: the pair's two steps take the same batch each time
+        added = added_step_time(step_fn(self.base_model, self.batches), step_fn(model, self.batches), self.repeats)
         return dict(family=self.family, batch_size=self.batch_size, student_step_ms=self.student_step * 1e3,
                     terms_ms=added * 1e3,
                     ratio=added / self.student_step, **fields)
@@ -247,6 +261,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--families', nargs='+', default=list(FAMILIES), choices=FAMILIES)
     parser.add_argument('--repeats', type=int, default=15)
+    parser.add_argument('--batches', type=int, default=4,
+                        help='distinct training batches the timed steps cycle through (their boxes and RoIs differ)')
     parser.add_argument('--batch-size', type=int, default=None,
                         help="images per step (default: the demo config's training batch size, 8)")
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads (1: stable timings)')
@@ -289,8 +305,9 @@ def print_pairs(results, args, space):
         data_root = args.data_root
         if data_root is None:
             data_root = osp.join(work, 'shapes')
-            generate_shapes(data_root, num_train=8, num_val=3, size=128, seed=0)
-        pairs = [DemoPair(family, data_root, work, args.repeats, args.batch_size) for family in args.families]
+            generate_shapes(data_root, num_train=32, num_val=3, size=128, seed=0)
+        pairs = [DemoPair(family, data_root, work, args.repeats, args.batch_size, args.batches)
+                 for family in args.families]
         if 'overhead' in args.parts:
             results['overhead'] = []
             print('\n| pair | batch | distiller | formula | student step ms | terms ms | ratio | < 15 % |')
