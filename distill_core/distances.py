@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from mmdet.structures.bbox import bbox_overlaps
 from torch import Tensor, nn
 
-from .elementwise import square
 from .registry import DISTANCES
 from .transforms import named_dims, softmax_over
 
@@ -74,7 +73,7 @@ class L1Distance(_MeanDistance):
 @DISTANCES.register_module(name='l2')
 class L2Distance(_MeanDistance):
     def elementwise(self, s, t):
-        return square(s - t)
+        return (s - t).pow(2)
 
 
 @DISTANCES.register_module(name='smooth_l1')
@@ -123,7 +122,7 @@ def cosine_similarity(a: Tensor, b: Tensor, dim: int = 1, eps: float = 1e-8) -> 
     (dim 1 of a feature map) is ~20x slower than a sum of squares, and dividing both full-size inputs by their
     norms costs two more full-size ops and their backward. Same values up to float rounding; below ``eps`` the
     clamp's gradient is 0, so a zero vector gives a zero value and a finite gradient, never NaN."""
-    squared_norms = square(a).sum(dim=dim).clamp_min(eps * eps) * square(b).sum(dim=dim).clamp_min(eps * eps)
+    squared_norms = a.pow(2).sum(dim=dim).clamp_min(eps * eps) * b.pow(2).sum(dim=dim).clamp_min(eps * eps)
     return (a * b).sum(dim=dim) * squared_norms.rsqrt()   # the norms' product on reduced maps only
 
 
@@ -162,11 +161,11 @@ class CorrelationDistance(_MeanDistance):
         x = x.reshape(x.shape[0], -1)
         centred = x - x.mean(0)
         # mean of squares rather than Tensor.var: the latter is ~100x slower on CPU over the batch dim
-        return centred / torch.sqrt(square(centred).mean(0) + self.eps)
+        return centred / torch.sqrt(centred.pow(2).mean(0) + self.eps)
 
     def elementwise(self, s, t):
         c = (self._standardise(s) * self._standardise(t)).mean(0)
-        return square(1 - c).view(s.shape[1:])   # one value per feature (c, position)
+        return (1 - c).pow(2).view(s.shape[1:])   # one value per feature (c, position)
 
 
 @DISTANCES.register_module(name='ssim')

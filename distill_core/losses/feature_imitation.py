@@ -2,8 +2,6 @@
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from ..elementwise import square
-
 
 @MODELS.register_module()
 class FeatureImitationLoss(nn.Module):
@@ -14,4 +12,4 @@ class FeatureImitationLoss(nn.Module):
         self.loss_weight = float(loss_weight)
 
     def forward(self, student_feat: Tensor, teacher_feat: Tensor, data_samples=None) -> Tensor:
-        return self.loss_weight * square(student_feat - teacher_feat).mean()
+        return self.loss_weight * (student_feat - teacher_feat).pow(2).mean()

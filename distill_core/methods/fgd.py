@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from ..elementwise import square
 from ..masks import fg_bg_masks
 
 
@@ -110,7 +109,7 @@ def weighted_sq_error(student: Tensor, teacher: Tensor, *weights: Tensor) -> Ten
     for weight in weights:
         root = weight.sqrt()
         student, teacher = student * root, teacher * root
-    return square(student - teacher).sum() / student.shape[0]
+    return (student - teacher).pow(2).sum() / student.shape[0]
 
 
 def attention_loss(student: Tensor, teacher: Tensor, temp: float,
@@ -166,6 +165,6 @@ class FGDLoss(nn.Module):
             'loss_fg': self.alpha_fgd * weighted_sq_error(s, t, sp_t, ch_t, fg),
             'loss_bg': self.beta_fgd * weighted_sq_error(s, t, sp_t, ch_t, bg),
             'loss_att': self.gamma_fgd * attention_loss(s, t, self.temp, (sp_t, ch_t)),
-            'loss_rela': self.lambda_fgd * square(self.context_s(s) - self.context_t(t)).sum() / s.shape[0],
+            'loss_rela': self.lambda_fgd * (self.context_s(s) - self.context_t(t)).pow(2).sum() / s.shape[0],
         }
         return terms if self.split_terms else sum(terms.values())

@@ -26,7 +26,6 @@ from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from ..distiller import features_reused
-from ..elementwise import square
 from .fgd import (ContextBlock, align_student, attention_loss, build_align, channel_attention,
                   gt_masks_step_input, masks_from_samples, spatial_attention, weighted_sq_error)
 
@@ -192,7 +191,7 @@ class GKDLoss(nn.Module):
         if self.gamma_gkd > 0:
             terms['loss_att'] = self.gamma_gkd * attention_loss(s, t, self.temp, (sp_t, ch_t))
         if self.lambda_gkd > 0:
-            terms['loss_rela'] = self.lambda_gkd * square(self.context_s(s) - self.context_t(t)).sum() / n
+            terms['loss_rela'] = self.lambda_gkd * (self.context_s(s) - self.context_t(t)).pow(2).sum() / n
         if self.beta_bg > 0:
             terms['loss_bg'] = self.beta_bg * weighted_sq_error(s, t, sp_t, ch_t, bg)
         if not self.split_terms:

@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from ..elementwise import square
 from .prototypes import box_mean_pool
 
 # student submodules whose calls (during the student's own loss forward) give the sampled RoIs, their RoI
@@ -237,7 +236,7 @@ class GlobalKDLoss(_PrototypeStore):
             weights = torch.ones(boxes.shape[0], device=t.device)
         fg = point_mask(boxes, batch_idx, weights.float(), n, h, w, stride)
         bg = (fg <= 0).to(fg.dtype)
-        sq = square(adapted - t)
+        sq = (adapted - t).pow(2)
         # sums over N*C*H*W: the mask sums include the channel factor C
         loss_fg = (sq * fg).sum() / max(1.0, 2 * c * float(fg.sum())) * self.fg_weight
         loss_bg = (sq * bg).sum() / max(1.0, 2 * c * float(bg.sum())) * self.bg_weight

@@ -12,7 +12,6 @@ import torch
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from ..elementwise import square
 from .fgd import align_student, build_align
 
 
@@ -60,4 +59,4 @@ class MGDLoss(nn.Module):
         if mask is None:
             mask = random_spatial_mask(n, h, w, self.lambda_mgd, s.device)
         generated = self.generation(s * mask)
-        return self.alpha_mgd * square(generated - t).sum() / n
+        return self.alpha_mgd * (generated - t).pow(2).sum() / n
