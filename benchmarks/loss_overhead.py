@@ -180,7 +180,7 @@ def added_step_time(base_step, with_step, repeats: int) -> float:
 
 
 class DemoPair:
-    """One demo pair's fixtures: a random teacher checkpoint, a batch, the student step and the distiller step
+    """One demo pair's fixtures: a random teacher checkpoint, the timed batches, the student step and the distiller
     without distillation losses (what every variant is compared with)."""
 
     def __init__(self, family: str, data_root: str, work: str, repeats: int, batch_size: Optional[int],
@@ -203,8 +203,7 @@ class DemoPair:
         # fresh steps: the pair's two steps take the same batch each time
         added = added_step_time(step_fn(self.base_model, self.batches), step_fn(model, self.batches), self.repeats)
         return dict(family=self.family, batch_size=self.batch_size, student_step_ms=self.student_step * 1e3,
-                    terms_ms=added * 1e3,
-                    ratio=added / self.student_step, **fields)
+                    terms_ms=added * 1e3, ratio=added / self.student_step, **fields)
 
 
 def overhead_rows(pair: DemoPair, space: Space):
@@ -318,8 +317,8 @@ def print_pairs(results, args, space):
                     met = '' if r['target_met'] is None else ('yes' if r['target_met'] else 'NO')
                     formula = r['formula'].replace('|', '\\|')
                     print(f"| {r['family']} | {r['batch_size']} | {r['genome']} | `{formula}` | "
-                          f"{r['student_step_ms']:.1f} | "
-                          f"{r['terms_ms']:.1f} | {100 * r['ratio']:.1f} % | {met} |", flush=True)
+                          f"{r['student_step_ms']:.1f} | {r['terms_ms']:.1f} | {100 * r['ratio']:.1f} % | {met} |",
+                          flush=True)
         if 'methods' in args.parts:
             results['methods'] = []
             print('\n| pair | batch | method | config | student step ms | method ms | ratio |')
@@ -328,8 +327,7 @@ def print_pairs(results, args, space):
                 for r in method_rows(pair):
                     results['methods'].append(r)
                     print(f"| {r['family']} | {r['batch_size']} | {r['method']} | `{r['config']}` | "
-                          f"{r['student_step_ms']:.1f} | "
-                          f"{r['terms_ms']:.1f} | {100 * r['ratio']:.1f} % |", flush=True)
+                          f"{r['student_step_ms']:.1f} | {r['terms_ms']:.1f} | {100 * r['ratio']:.1f} % |", flush=True)
 
 
 if __name__ == '__main__':

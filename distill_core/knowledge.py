@@ -45,7 +45,7 @@ Pairs = List[Tuple[Tensor, Tensor]]
 class Part:
     """One loss key's inputs: ``factor * sum_i D(cascade(s_i * m_i), cascade(t_i * m_i))``.
 
-    ``masks`` (optional, one per pair): per-position weights applied to both sides before the cascade, e.g. FGD's
+    ``masks`` (None, or one per pair): per-position weights applied to both sides before the cascade, e.g. FGD's
     GT masks. Parts that mask the same pairs share one concatenation of them when the searched loss fuses levels.
     """
     key: str

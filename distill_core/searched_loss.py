@@ -93,9 +93,8 @@ class SearchedTerm(nn.Module):
                      concatenated: Optional[Dict]) -> Tensor:
         sizes = [math.prod(s.shape[2:]) for s, _ in run]
         student, teacher = _concatenated(run, concatenated)
-        if any(m is not None for m in masks):
-            weight = torch.cat([m.flatten(2) if m is not None else student.new_ones(student.shape[0], 1, size)
-                                for m, size in zip(masks, sizes)], 2).to(student.dtype)
+        if masks[0] is not None:   # a part masks all its pairs or none
+            weight = torch.cat([m.flatten(2) for m in masks], 2).to(student.dtype)
             student, teacher = student * weight, teacher * weight
         for op in self._suffix:
             student, teacher = op.forward_fused(student, teacher, sizes)
