@@ -7,7 +7,9 @@
    input on). Measured as the difference of two distiller steps (with the searched loss / without distillation
    losses), so the backward through the student that both share is not counted twice; interleaved, median of
    N, the steps cycling through ``--batches`` distinct batches (the cost follows each batch's GT boxes and
-   sampled RoIs), both steps of a pair on the same batch.
+   sampled RoIs), both steps of a pair on the same batch. The student's own step is timed in the same rounds
+   (denominator and numerator under the same machine load). The process runs with the CPU allocator settings of
+   trial workers and full training (``workers/allocator.py``; ``DETKDS_MALLOC_TUNING=0`` for glibc's defaults).
 2. Per demo pair: the same difference for each published method's demo config (``configs/distillers/<method>/
    <method>_demo_<family>.py``: FGD, MGD, PKD, GKD, Global-Knowledge, where one exists for the family): the
    method's per-step cost relative to the student step. Hook work outside the step (Global-Knowledge's
@@ -33,7 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
@@ -55,6 +57,7 @@ from distill_core.masks import fg_bg_masks, fg_bg_masks_levels, fg_bg_masks_per_
 from distill_core.shapes import generate_shapes  # noqa: E402
 from distill_core.transforms import cascade_pair  # noqa: E402
 from search.space import Space  # noqa: E402
+from workers.allocator import tune_cpu_allocator  # noqa: E402
 from workers.full_training import use_data_root  # noqa: E402
 
 FAMILIES = ('retinanet', 'faster_rcnn', 'fcos', 'gfl', 'reppoints')
@@ -163,20 +166,24 @@ def method_distiller(config_path: str, checkpoint: str) -> DetectionDistiller:
     return model.train()
 
 
-def added_step_time(base_step, with_step, repeats: int) -> float:
-    """Median over interleaved pairs of (step with the losses) - (step without), so that drifts in machine load
-    hit both alike; never negative."""
-    for fn in (base_step, with_step):   # warm-up
+def added_step_time(student_step, base_step, with_step, repeats: int) -> Tuple[float, float]:
+    """(median over interleaved pairs of (step with the losses) - (step without), never negative; median of the
+    student's own step), the three timed in the same rounds so that drifts in machine load hit numerator and
+    denominator alike."""
+    for fn in (student_step, base_step, with_step):   # warm-up
         fn()
-    diffs = []
+    diffs, student_times = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        base_step()
+        student_step()
         t1 = time.perf_counter()
-        with_step()
+        base_step()
         t2 = time.perf_counter()
-        diffs.append((t2 - t1) - (t1 - t0))
-    return max(statistics.median(diffs), 0.0)
+        with_step()
+        t3 = time.perf_counter()
+        student_times.append(t1 - t0)
+        diffs.append((t3 - t2) - (t2 - t1))
+    return max(statistics.median(diffs), 0.0), statistics.median(student_times)
 
 
 class DemoPair:
@@ -191,19 +198,19 @@ class DemoPair:
         teacher.init_weights()
         self.checkpoint = osp.join(work, f'{family}_teacher.pth')
         save_atomic({'state_dict': teacher.state_dict(), 'meta': {}}, self.checkpoint)
-        student = MODELS.build(Config.fromfile(demo_config(f'{family}_student')).model)
-        student.init_weights()
-        student.train()
-        self.batches = batches_for(student, family, data_root, batch_size, num_batches)
+        self.student = MODELS.build(Config.fromfile(demo_config(f'{family}_student')).model)
+        self.student.init_weights()
+        self.student.train()
+        self.batches = batches_for(self.student, family, data_root, batch_size, num_batches)
         self.batch_size = len(self.batches[0][1])
-        self.student_step = median_time(step_fn(student, self.batches), repeats)
         self.base_model = distiller(family, self.checkpoint)
 
     def row(self, model, **fields):
-        # fresh steps: the pair's two steps take the same batch each time
-        added = added_step_time(step_fn(self.base_model, self.batches), step_fn(model, self.batches), self.repeats)
-        return dict(family=self.family, batch_size=self.batch_size, student_step_ms=self.student_step * 1e3,
-                    terms_ms=added * 1e3, ratio=added / self.student_step, **fields)
+        # fresh steps: the three steps of a round take the same batch
+        added, student = added_step_time(step_fn(self.student, self.batches), step_fn(self.base_model, self.batches),
+                                         step_fn(model, self.batches), self.repeats)
+        return dict(family=self.family, batch_size=self.batch_size, student_step_ms=student * 1e3,
+                    terms_ms=added * 1e3, ratio=added / student, **fields)
 
 
 def overhead_rows(pair: DemoPair, space: Space):
@@ -256,6 +263,12 @@ def mask_rows(repeats: int):
     return rows
 
 
+def setup_registries():
+    register_all_modules(init_default_scope=True)
+    distill_core.register_all_modules()   # the distiller, SearchedDistillLoss and the ops
+    MMLogger.get_current_instance().setLevel(logging.WARNING)   # no per-parameter init_weights lines
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--families', nargs='+', default=list(FAMILIES), choices=FAMILIES)
@@ -270,10 +283,9 @@ def main(argv=None):
                         choices=['masks', 'overhead', 'methods'])
     parser.add_argument('--json', default=None, help='also write the rows here')
     args = parser.parse_args(argv)
+    tune_cpu_allocator()   # what trial workers and full training run with (benchmarks/allocator.py)
     torch.set_num_threads(args.threads)
-    register_all_modules(init_default_scope=True)
-    distill_core.register_all_modules()   # the distiller, SearchedDistillLoss and the ops
-    MMLogger.get_current_instance().setLevel(logging.WARNING)   # no per-parameter init_weights lines
+    setup_registries()
     space = Space.default()
 
     results = {}

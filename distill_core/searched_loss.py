@@ -93,15 +93,25 @@ class SearchedTerm(nn.Module):
                      concatenated: Optional[Dict]) -> Tensor:
         sizes = [math.prod(s.shape[2:]) for s, _ in run]
         student, teacher = _concatenated(run, concatenated)
+        # the part's masks and the cascade's leading per-position scalings (the random mask) are folded into one
+        # N x 1 x P factor: one full-size multiply per side instead of one per factor
+        factor = None
         if masks[0] is not None:   # a part masks all its pairs or none
-            weight = torch.cat([m.flatten(2) for m in masks], 2).to(student.dtype)
-            student, teacher = student * weight, teacher * weight
-        for op in self._suffix:
+            factor = torch.cat([m.flatten(2) for m in masks], 2).to(student.dtype)
+        suffix = list(self._suffix)
+        while suffix and hasattr(suffix[0], 'fused_scaling'):
+            scaling = suffix.pop(0).fused_scaling(student, sizes)
+            factor = scaling if factor is None else factor * scaling
+        if factor is not None:
+            student, teacher = student * factor, teacher * factor
+        for op in suffix:
             student, teacher = op.forward_fused(student, teacher, sizes)
         values = self.distance.elementwise(student, teacher)
+        # each position's total first (a reduction), then its map's weight: no full-size weighted copy
+        totals = values.sum(dim=tuple(range(values.dim() - 1))) if values.dim() > 1 else values
         rows = values.numel() // max(values.shape[-1], 1)   # the values of one position
         weights = torch.cat([values.new_full((size,), 1.0 / (rows * size)) for size in sizes])
-        return (values * weights).sum()
+        return torch.dot(totals, weights)
 
 
 def _masked(pair: Tuple[Tensor, Tensor], mask: Optional[Tensor]) -> Tuple[Tensor, Tensor]:

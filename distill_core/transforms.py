@@ -182,11 +182,16 @@ class RandomMask(Transform):
     def forward_fused(self, student: Tensor, teacher: Tensor, sizes: Sequence[int]) -> Tuple[Tensor, Tensor]:
         if student.shape != teacher.shape:
             raise ValueError(f'mask: student {tuple(student.shape)} and teacher {tuple(teacher.shape)} differ')
+        keep = self.fused_scaling(student, sizes)
+        return student * keep, teacher * keep
+
+    def fused_scaling(self, student: Tensor, sizes: Sequence[int]) -> Tensor:
+        """The ``N x 1 x P`` factor this op multiplies both sides by on fused maps (``forward_fused`` is the product
+        with it), so that the searched loss can fold it with other per-position weights into one multiply."""
         # one draw per map, in map order: the same random numbers as masking each map apart
         n = student.shape[0]
         noise = torch.cat([torch.rand((n, 1, size), device=student.device) for size in sizes], 2)
-        keep = self._keep(noise, student.dtype)
-        return student * keep, teacher * keep
+        return self._keep(noise, student.dtype)
 
 
 # ---------------------------------------------------------------------------------------------- slot 2

@@ -14,6 +14,7 @@ from mmengine.config import Config
 from distill_core.checkpoint import load_checkpoint_file, mismatches, state_dict_of
 from distill_core.errors import CheckpointError, ConfigError, DataError
 from distill_core.model_config import load_config
+from workers.allocator import tune_cpu_allocator
 
 FINAL_CHECKPOINT = 'final.pth'
 
@@ -73,6 +74,7 @@ def train(config_path: str, work_dir: Optional[str] = None, launcher: str = 'non
           cfg_options: Optional[Mapping] = None, resume: bool = False) -> str:
     """Train with mmengine's Runner; returns the path of ``<work_dir>/final.pth`` (the last checkpoint)."""
     from mmengine.runner import Runner
+    tune_cpu_allocator()
     cfg = prepare_config(config_path, work_dir, launcher, cfg_options)
     check_datasets(cfg, ('train_dataloader', 'val_dataloader'))
     cfg.resume = bool(resume)

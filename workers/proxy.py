@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Seque
 import numpy as np
 import torch
 
+from workers.allocator import tune_cpu_allocator
 from workers.prepare import ProxySettings, check_search_config, resolve_path
 from workers.proxy_data import ProxyData
 from workers.proxy_eval import METRIC_KEYS, evaluate_bbox, load_coco
@@ -333,6 +334,7 @@ def run_proxy_group(search_cfg: Mapping, genomes: Sequence[Union[str, 'Genome', 
         raise ValueError(f'run_proxy_group: {len(genomes)} genomes, {len(seeds)} seeds and {len(reports)} reports '
                          'must be equally many (at least one)')
     settings = check_search_config(search_cfg)
+    tune_cpu_allocator()   # before the training loop's first allocations
     device = 'cuda' if torch.cuda.is_available() else 'cpu'   # a GPU trial (the controller's resources)
     if device == 'cuda':
         torch.cuda.init()   # CUDA random state exists before any candidate's streams are captured
