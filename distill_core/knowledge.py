@@ -8,8 +8,9 @@ every pair and sums them (one sum per part, as the reference release summed one 
 * ``fg_bg``: the features times FGD's GT foreground / background masks (``masks.fg_bg_masks``); parts
   ``fg`` (factor 1) and ``bg`` (factor 1/2, as released), the masks given as the parts' per-position weights
   (``Part.masks``) so that both parts share one concatenation of the maps;
-* ``instance``: RoIAlign (mmcv, ``aligned=True``, ``spatial_scale = 1/stride``) of the GT boxes, each box at
-  the FPN level the FPN rule picks from its size, batched per level. The cascade runs on the ``K x C x S x S``
+* ``instance``: RoIAlign (mmcv's ``roi_align``, ``aligned=True``, ``spatial_scale = 1/stride``; on CPU its
+  vectorised equivalent ``roi_align.RoIAlign`` where that is faster) of the GT boxes, each box at the FPN level
+  the FPN rule picks from its size, batched per level. The cascade runs on the ``K x C x S x S``
   RoI features (the release ran it on the whole map, then pooled);
 * ``logits``: the dense head's classification maps through a sigmoid (two-stage: RPN objectness, plus the RoI
   head's classification of the sampled RoIs through a softmax, teacher evaluated on the student's RoIs);
@@ -29,7 +30,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from mmcv.ops import roi_align
 from mmdet.models.dense_heads import FCOSHead, GFLHead, RepPointsHead, RetinaHead, RPNHead
 from mmdet.structures.bbox import get_box_tensor
 from torch import Tensor, nn
@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from .context import DistillContext, dense_head_name
 from .errors import ConfigError
 from .masks import fg_bg_masks_levels
+from .roi_align import RoIAlign
 
 Pairs = List[Tuple[Tensor, Tensor]]
 
@@ -316,14 +317,12 @@ class InstanceFeatures(KnowledgeInput):
         levels = fpn_levels(rois[:, 1:], strides, len(ctx.teacher_feats))
         size = int(self.options['roi_size'])
         student_rois, teacher_rois = [], []
-        for level in levels.unique().tolist():   # one batched RoIAlign per level (not per box)
-            level_rois = rois[levels == level]
-            scale = 1.0 / strides[level]
-            student_rois.append(roi_align(ctx.student_feats[level], level_rois, (size, size), scale,
-                                          int(self.options['sampling_ratio']), 'avg', True))
+        for level in levels.unique().tolist():   # one batched RoIAlign per level (not per box), tables shared
+            align = RoIAlign(rois[levels == level], size, 1.0 / strides[level], int(self.options['sampling_ratio']),
+                             aligned=True)
+            student_rois.append(align(ctx.student_feats[level]))
             with torch.no_grad():
-                teacher_rois.append(roi_align(ctx.teacher_feats[level], level_rois, (size, size), scale,
-                                              int(self.options['sampling_ratio']), 'avg', True))
+                teacher_rois.append(align(ctx.teacher_feats[level]))
         return [Part('instance', [(torch.cat(student_rois), torch.cat(teacher_rois))])]
 
 

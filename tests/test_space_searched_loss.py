@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mmcv.ops import roi_align as mmcv_roi_align
 from mmdet.registry import MODELS
 from mmengine.structures import InstanceData
 
@@ -15,6 +16,7 @@ from distill_core import ConfigError, Genome, SearchedDistillLoss
 from distill_core.distiller import DetectionDistiller
 from distill_core.genome import OpSpec, Term
 from distill_core.knowledge import FAMILIES, INPUTS, LocalizationResponse, family_of, fpn_levels
+from distill_core.roi_align import vectorised_pays
 from search.space import Space
 
 from .demo_utils import DEMO_FAMILIES, build_teacher_checkpoint, demo_batch, demo_config_path
@@ -214,6 +216,40 @@ def test_instance_rois_on_constant_maps(steps):
     # per level chunks in level order, each RoI reads its level's constant value (level index + 1)
     expected = torch.cat([torch.full((int((levels == lv).sum()),), float(lv + 1)) for lv in levels.unique()])
     assert torch.allclose(s.mean(dim=(1, 2, 3)), expected, atol=1e-5)
+
+
+def test_instance_rois_equal_mmcv_roi_align_with_many_boxes(steps):
+    """Enough boxes per level for the vectorised CPU RoIAlign (distill_core/roi_align.py): the pairs are mmcv's
+    roi_align of each side, the student's carries the gradient, the teacher's none."""
+    _model, ctx, _ = steps['retinanet']
+    generator = torch.Generator().manual_seed(0)
+    crowded = []
+    for sample in ctx.data_samples:
+        sample = sample.clone()
+        height, width = sample.metainfo['img_shape'][:2]
+        corner = torch.rand(40, 2, generator=generator) * torch.tensor([width * 0.8, height * 0.8])
+        size = 4 + torch.rand(40, 2, generator=generator) * 60
+        sample.gt_instances = InstanceData(bboxes=torch.cat([corner, corner + size], 1),
+                                           labels=torch.zeros(40, dtype=torch.long))
+        crowded.append(sample)
+    student = tuple(f.detach().clone().requires_grad_() for f in ctx.student_feats)
+    crowded_ctx = dataclasses.replace(ctx, data_samples=crowded, student_feats=student, cache={})
+    (part,) = INPUTS['instance']().parts(crowded_ctx, FAMILIES['retinanet'], 'l1')
+    s, t = part.pairs[0]
+    rois = torch.cat([torch.cat([torch.full((len(b), 1), float(i)), b], 1)
+                      for i, b in enumerate(crowded_ctx.gt_bboxes)])
+    strides = [4.0, 8.0, 16.0, 32.0, 64.0][:len(student)]
+    levels = fpn_levels(rois[:, 1:], strides, len(student))
+    assert any(vectorised_pays(int((levels == lv).sum()), student[lv].shape) for lv in levels.unique().tolist())
+    expected_s, expected_t = [], []
+    for lv in levels.unique().tolist():
+        args = (rois[levels == lv], (7, 7), 1.0 / strides[lv], 2, 'avg', True)
+        expected_s.append(mmcv_roi_align(student[lv].detach(), *args))
+        expected_t.append(mmcv_roi_align(ctx.teacher_feats[lv], *args))
+    assert torch.allclose(s, torch.cat(expected_s), atol=1e-5) and torch.allclose(t, torch.cat(expected_t), atol=1e-5)
+    assert s.requires_grad and not t.requires_grad
+    s.sum().backward()
+    assert student[0].grad is not None and student[0].grad.abs().sum() > 0
 
 
 def test_no_ground_truth_gives_zero_terms_with_graph(steps):
