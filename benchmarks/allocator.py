@@ -24,6 +24,9 @@ import tempfile
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
+
+from markdown_table import MarkdownTable  # noqa: E402
 GENOME = {'faster_rcnn': 'faster_rcnn_r101_r50', 'retinanet': 'retinanet_r101_r50', 'fcos': 'fcos_r101_r50',
           'gfl': 'gfl_r101_r50', 'reppoints': 'reppoints_x101_r50'}
 
@@ -32,7 +35,6 @@ def child(family: str, steps: int, batches: int) -> dict:
     """One process's measurement; the allocator is tuned (or not) before anything large is allocated."""
     from workers.allocator import tune_cpu_allocator
     tuned = tune_cpu_allocator()
-    sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
     import torch
     torch.set_num_threads(1)
     import loss_overhead as lo
@@ -88,9 +90,8 @@ def main(argv=None):
         sys.path.insert(0, ROOT)
         print(json.dumps(child(args.child, args.steps, args.batches)))
         return
-    rows = []
-    print('| pair | step | default ms | tuned ms | default / tuned | page faults per step (default / tuned) |')
-    print('|---|---|---|---|---|---|')
+    table = MarkdownTable(['pair', 'step', 'default ms', 'tuned ms', 'default / tuned',
+                           'page faults per step (default / tuned)'])
     for family in args.families:
         runs = {False: [], True: []}
         for i in range(args.children):
@@ -100,14 +101,10 @@ def main(argv=None):
             off = statistics.median(r[step]['step_ms'] for r in runs[False])
             on = statistics.median(r[step]['step_ms'] for r in runs[True])
             faults = [statistics.median(r[step]['faults'] for r in runs[t]) for t in (False, True)]
-            rows.append(dict(family=family, step=step, default_ms=off, tuned_ms=on, ratio=off / on,
-                             faults_default=faults[0], faults_tuned=faults[1]))
-            print(f'| {family} | {step} | {off:.1f} | {on:.1f} | {off / on:.3f}x | {faults[0]:.0f} / {faults[1]:.0f} |',
-                  flush=True)
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(rows, f, indent=2)
-
+            table.add([family, step, f'{off:.1f}', f'{on:.1f}', f'{off / on:.3f}x', f'{faults[0]:.0f} / {faults[1]:.0f}'],
+                      family=family, step=step, default_ms=off, tuned_ms=on, ratio=off / on,
+                      faults_default=faults[0], faults_tuned=faults[1])
+    table.write_json(args.json)
 
 if __name__ == '__main__':
     main()

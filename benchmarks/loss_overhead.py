@@ -22,7 +22,7 @@
 Targets: every published formulation under 15 % of the student step; mask builder >= 5x faster at 50 boxes.
 
     .venv/bin/python benchmarks/loss_overhead.py [--families retinanet fcos] [--repeats 15] [--batch-size 2]
-        [--batches 4] [--parts masks overhead methods] [--json out.json]
+        [--batches 4] [--parts masks overhead methods] [--per-term] [--json out.json]
 """
 from __future__ import annotations
 
@@ -213,13 +213,18 @@ class DemoPair:
                     terms_ms=added * 1e3, ratio=added / student, **fields)
 
 
-def overhead_rows(pair: DemoPair, space: Space):
-    candidates = [(f'published {name}', space.published[name]) for name in PUBLISHED[pair.family]]
-    candidates.append(('slowest combination', slowest_genome(space, pair.family)))
+def overhead_rows(pair: DemoPair, space: Space, per_term: bool = False):
+    candidates = []
+    for name in PUBLISHED[pair.family]:
+        genome = space.published[name]
+        candidates.append((f'published {name}', genome, True))
+        if per_term and len(genome.active_terms) > 1:   # what each term costs on its own
+            candidates += [(f'{name}: {t.input} only', Genome((t,)), False) for t in genome.active_terms]
+    candidates.append(('slowest combination', slowest_genome(space, pair.family), False))
     rows = []
-    for label, genome in candidates:
+    for label, genome, has_target in candidates:
         row = pair.row(distiller(pair.family, pair.checkpoint, genome), genome=label, formula=genome.formula())
-        row['target_met'] = row['ratio'] < TARGET_OVERHEAD if label.startswith('published') else None
+        row['target_met'] = row['ratio'] < TARGET_OVERHEAD if has_target else None
         rows.append(row)
     return rows
 
@@ -281,6 +286,8 @@ def main(argv=None):
     parser.add_argument('--data-root', default=None, help='shapes data (generated in a temp dir if absent)')
     parser.add_argument('--parts', nargs='+', default=['masks', 'overhead', 'methods'],
                         choices=['masks', 'overhead', 'methods'])
+    parser.add_argument('--per-term', action='store_true',
+                        help='also time each term of a multi-term published formulation on its own')
     parser.add_argument('--json', default=None, help='also write the rows here')
     args = parser.parse_args(argv)
     tune_cpu_allocator()   # what trial workers and full training run with (benchmarks/allocator.py)
@@ -324,7 +331,7 @@ def print_pairs(results, args, space):
             print('\n| pair | batch | distiller | formula | student step ms | terms ms | ratio | < 15 % |')
             print('|---|---|---|---|---|---|---|---|')
             for pair in pairs:
-                for r in overhead_rows(pair, space):
+                for r in overhead_rows(pair, space, args.per_term):
                     results['overhead'].append(r)
                     met = '' if r['target_met'] is None else ('yes' if r['target_met'] else 'NO')
                     formula = r['formula'].replace('|', '\\|')

@@ -12,7 +12,6 @@ kernel); the last column says what the rule picks.
 from __future__ import annotations
 
 import argparse
-import json
 import os.path as osp
 import statistics
 import sys
@@ -21,10 +20,12 @@ import time
 import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 from mmcv.ops import roi_align as mmcv_roi_align  # noqa: E402
 
 from distill_core import roi_align as vectorised  # noqa: E402
+from markdown_table import MarkdownTable  # noqa: E402
 from workers.allocator import tune_cpu_allocator  # noqa: E402
 
 
@@ -88,21 +89,15 @@ def main(argv=None):
     tune_cpu_allocator()   # as trial workers and full training run
     torch.set_num_threads(1)
     generator = torch.Generator().manual_seed(0)
-    rows = []
-    print('| map | RoIs | mmcv ms | vectorised ms | mmcv / vectorised | RoIAlign picks |')
-    print('|---|---|---|---|---|---|')
+    table = MarkdownTable(['map', 'RoIs', 'mmcv ms', 'vectorised ms', 'mmcv / vectorised', 'RoIAlign picks'])
     for hw, stride in ((32, 4), (16, 8), (8, 16)):
         for k in (1, 2, 4, 6, 8, 16, 32):
             mmcv_ms, ours_ms = instance_row(k, hw, stride, args.repeats, generator)
             picks = 'vectorised' if vectorised.vectorised_pays(k, (8, 64, hw, hw)) else 'mmcv'
-            rows.append(dict(map=f'8x64x{hw}x{hw}', rois=k, mmcv_ms=mmcv_ms, vectorised_ms=ours_ms,
-                             ratio=mmcv_ms / ours_ms, picks=picks))
-            print(f'| 8x64x{hw}x{hw} | {k} | {mmcv_ms:.3f} | {ours_ms:.3f} | {mmcv_ms / ours_ms:.2f}x | {picks} |',
-                  flush=True)
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(rows, f, indent=2)
-
+            table.add([f'8x64x{hw}x{hw}', str(k), f'{mmcv_ms:.3f}', f'{ours_ms:.3f}', f'{mmcv_ms / ours_ms:.2f}x',
+                       picks], map=f'8x64x{hw}x{hw}', rois=k, mmcv_ms=mmcv_ms, vectorised_ms=ours_ms,
+                      ratio=mmcv_ms / ours_ms, picks=picks)
+    table.write_json(args.json)
 
 if __name__ == '__main__':
     main()
