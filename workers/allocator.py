@@ -2,9 +2,9 @@
 
 A CPU training step allocates and frees many tensors of a few hundred KB to tens of MB. With glibc's defaults,
 blocks above the (dynamic) mmap threshold are mapped fresh and unmapped on free, and freed heap tops are
-returned to the kernel, so the next step touches new pages again: ~13,500 page faults per step on the demo
-Faster R-CNN distiller (batch 8), none once those blocks stay in the heap (``benchmarks/allocator.py`` measures
-the step time both ways). This is the same kind of setting as the jemalloc/tcmalloc preload that PyTorch's CPU
+returned to the kernel, so the next step touches new pages again: over 10,000 page faults per step on the demo
+Faster R-CNN pair (batch 8), none once those blocks stay in the heap, and the step ~6 % faster
+(``benchmarks/allocator.py`` measures both ways). This is the same kind of setting as the jemalloc/tcmalloc preload that PyTorch's CPU
 tuning guides recommend, done without an extra library and from inside the process (``mallopt``).
 
 ``tune_cpu_allocator()`` is called where trial workers and full training start; it does nothing off glibc,
