@@ -125,8 +125,9 @@ class _SumOfRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx, features: Tensor, index: Tensor, weight: Tensor) -> Tensor:
         n, c, h, w = features.shape
-        # (N*C) x (H*W) -> (H*W) x (N*C) is a plain 2-D transpose, which torch copies blockwise (~5x faster on
-        # CPU than the 4-D permute to N x H x W x C); row (y*W + x)*N + n then holds image n's C-vector
+        # (N*C) x (H*W) -> (H*W) x (N*C) is a plain 2-D transpose, which torch copies blockwise (its CPU copy of
+        # the 4-D permute to N x H x W x C goes element by element); row (y*W + x)*N + n then holds image n's
+        # C-vector
         rows = features.reshape(n * c, h * w).t().contiguous().view(h * w * n, c)
         ctx.save_for_backward(index, weight)
         ctx.shape = features.shape
