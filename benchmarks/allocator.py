@@ -24,11 +24,10 @@ import tempfile
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
 
 from markdown_table import MarkdownTable  # noqa: E402
-GENOME = {'faster_rcnn': 'faster_rcnn_r101_r50', 'retinanet': 'retinanet_r101_r50', 'fcos': 'fcos_r101_r50',
-          'gfl': 'gfl_r101_r50', 'reppoints': 'reppoints_x101_r50'}
 
 
 def child(family: str, steps: int, batches: int) -> dict:
@@ -38,11 +37,10 @@ def child(family: str, steps: int, batches: int) -> dict:
     import torch
     torch.set_num_threads(1)
     import loss_overhead as lo
-    from distill_core import Genome
     from distill_core.shapes import generate_shapes
+    from search.space import Space
     lo.setup_registries()
-    genome = Genome.from_json(open(osp.join(ROOT, 'configs', 'distillers', 'detkds',
-                                            f'{GENOME[family]}.json')).read())
+    genome = Space.default().published[lo.PUBLISHED[family][0]]
     with tempfile.TemporaryDirectory() as work:
         data_root = osp.join(work, 'shapes')
         generate_shapes(data_root, num_train=32, num_val=3, size=128, seed=0)
@@ -79,7 +77,8 @@ def run_child(family: str, tuned: bool, args) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--families', nargs='+', default=['faster_rcnn', 'retinanet'], choices=sorted(GENOME))
+    parser.add_argument('--families', nargs='+', default=['faster_rcnn', 'retinanet'],
+                        help="demo pairs (loss_overhead.py's FAMILIES)")
     parser.add_argument('--children', type=int, default=4, help='processes per setting and family')
     parser.add_argument('--steps', type=int, default=12, help='timed steps per process')
     parser.add_argument('--batches', type=int, default=4)
@@ -87,9 +86,13 @@ def main(argv=None):
     parser.add_argument('--json', default=None)
     args = parser.parse_args(argv)
     if args.child:
-        sys.path.insert(0, ROOT)
         print(json.dumps(child(args.child, args.steps, args.batches)))
         return
+    # imported here, not at the top: a child must tune its allocator before loss_overhead loads torch
+    from loss_overhead import FAMILIES
+    unknown = sorted(set(args.families) - set(FAMILIES))
+    if unknown:
+        parser.error(f'unknown --families {unknown}; known: {list(FAMILIES)}')
     table = MarkdownTable(['pair', 'step', 'default ms', 'tuned ms', 'default / tuned',
                            'page faults per step (default / tuned)'])
     for family in args.families:

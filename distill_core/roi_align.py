@@ -68,12 +68,6 @@ class RoIAlign:
         return bins.view(k, h, w, -1).permute(0, 3, 1, 2).contiguous()
 
 
-def roi_align(features: Tensor, rois: Tensor, output_size: Union[int, Tuple[int, int]], spatial_scale: float,
-              sampling_ratio: int = 0, aligned: bool = True) -> Tensor:
-    """``mmcv.ops.roi_align(..., pool_mode='avg', ...)`` (see ``RoIAlign``)."""
-    return RoIAlign(rois, output_size, spatial_scale, sampling_ratio, aligned)(features)
-
-
 def _axis(start: Tensor, length: Tensor, grid: Tensor, bins: int, size: int) -> Tuple[Tensor, Tensor]:
     """Along one axis, for every RoI (K), bin and sampling point (padded to the largest grid, G): the two
     bilinear neighbours (K x bins x 2G indices) and their weights, 1/grid included (mmcv's rule per axis)."""

@@ -4,7 +4,7 @@ import pytest
 import torch
 from mmcv.ops import roi_align as mmcv_roi_align
 
-from distill_core.roi_align import RoIAlign, roi_align, vectorised_pays
+from distill_core.roi_align import RoIAlign, vectorised_pays
 
 
 def awkward_rois(n_images: int, size: float, generator: torch.Generator) -> torch.Tensor:
@@ -51,7 +51,7 @@ def test_double_precision_tables():
     features = torch.randn(2, 4, 9, 11, generator=generator, dtype=torch.float64)
     rois = awkward_rois(2, 44.0, generator).double()
     expected = mmcv_roi_align(features, rois, (7, 7), 0.25, 0, 'avg', True)
-    ours = roi_align(features, rois, (7, 7), 0.25, 0, True)
+    ours = RoIAlign(rois, (7, 7), 0.25, 0, True)(features)
     assert ours.dtype == torch.float64
     assert torch.allclose(ours, expected, atol=1e-12)
 
