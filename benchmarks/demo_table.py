@@ -8,7 +8,7 @@ shipped for the family (``configs/distillers/detkds/detkds_demo_*``, one per pub
 Long: about 10 trainings of 600-1200 iterations on CPU. Reuses a trained teacher when its checkpoint exists.
 
     .venv/bin/python benchmarks/demo_table.py [--family retinanet] [--work-dir work_dirs/demo_table]
-        [--data-root data/shapes] [--methods fgd mgd ...] [--json out.json]
+        [--data-root data/shapes] [--methods fgd mgd ...] [--teacher CKPT] [--json out.json]
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ sys.path.insert(0, ROOT)
 from mmengine.config import Config  # noqa: E402
 
 from workers.full_training import test, train  # noqa: E402
+from workers.prepare import ensure_backbone  # noqa: E402
 
 METHODS = ('fgd', 'mgd', 'pkd', 'gkd', 'gkd_global')
 METRICS = (('AP', 'coco/bbox_mAP'), ('AP50', 'coco/bbox_mAP_50'), ('AP75', 'coco/bbox_mAP_75'))
@@ -50,27 +51,30 @@ def rows_for(family: str, methods) -> list:
     return rows
 
 
-def run(family: str, work_root: str, data_root: str, methods) -> list:
+def run(family: str, work_root: str, data_root: str, methods, teacher: str = None) -> list:
     os.chdir(ROOT)   # configs name each other relative to the repository root
     if not osp.isfile(osp.join(data_root, 'annotations', 'train.json')):
         from distill_core.shapes import generate_shapes
         generate_shapes(data_root)
+    for role in ('teacher', 'student'):   # the pretrained demo backbones (cached: made once)
+        ensure_backbone(f'configs/demo/{family}_{role}.py', ROOT, data_root, {}, print, role)
     data_options = {}
     for split in ('train', 'val', 'test'):
         data_options[f'{split}_dataloader.dataset.data_root'] = data_root.rstrip('/') + '/'
     for split in ('val', 'test'):
         data_options[f'{split}_evaluator.ann_file'] = osp.join(data_root, 'annotations', 'val.json')
     results = []
-    teacher_ckpt = None
+    teacher_ckpt = teacher
     for name, config, needs_teacher in rows_for(family, methods):
         work_dir = osp.join(work_root, family, name.replace(' ', '_').replace('/', '_').replace('+', 'with').replace('(', '')
                             .replace(')', ''))
         options = dict(data_options)
         if needs_teacher:
             options['model.teacher.checkpoint'] = teacher_ckpt
-        final = osp.join(work_dir, 'final.pth')
+        final = teacher if name == 'teacher' and teacher else osp.join(work_dir, 'final.pth')
         if not osp.isfile(final):
-            final = train(config, work_dir=work_dir, cfg_options=options)
+            final = train(config, work_dir=work_dir, cfg_options=options,
+                          progress=dict(label=name, log=print, prefix='[demo_table]'))
         if name == 'teacher':
             teacher_ckpt = final
         metrics = test(config, final, work_dir=work_dir, cfg_options=options)
@@ -97,9 +101,12 @@ def main(argv=None) -> None:
     parser.add_argument('--work-dir', default='work_dirs/demo_table')
     parser.add_argument('--data-root', default='data/shapes')
     parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS)
+    parser.add_argument('--teacher', help='a trained teacher checkpoint of the family to reuse (e.g. the demo '
+                                          'search\'s work_dirs/demo/retinanet_teacher/final.pth)')
     parser.add_argument('--json', help='also write the rows as JSON here')
     args = parser.parse_args(argv)
-    results = run(args.family, osp.abspath(args.work_dir), osp.abspath(args.data_root), args.methods)
+    results = run(args.family, osp.abspath(args.work_dir), osp.abspath(args.data_root), args.methods,
+                  osp.abspath(args.teacher) if args.teacher else None)
     print(markdown(results, args.family))
     if args.json:
         with open(args.json, 'w') as f:

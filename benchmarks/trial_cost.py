@@ -163,12 +163,13 @@ def cache_probe(cfg: dict, tmp: str, repeats: int = 7) -> dict:
     """Teacher forward vs memory-mapped read of its features, and a whole training step, for one batch."""
     import numpy as np
 
-    from workers.prepare import check_search_config
-    from workers.proxy import _Candidate, _autocast, _quiet_mmengine, build_distiller
+    from workers.settings import check_search_config
+    from workers.progress import quiet_mmengine
+    from workers.proxy import _Candidate, _autocast, build_distiller
     from workers.proxy_data import ProxyData
     settings = check_search_config(cfg)
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    with _quiet_mmengine():
+    with quiet_mmengine():
         model = build_distiller(cfg, candidate_genomes(1)[0], settings, ROOT).to(device)
     model.train()
     data = ProxyData(cfg, settings, ROOT)
@@ -212,14 +213,15 @@ def cache_probe(cfg: dict, tmp: str, repeats: int = 7) -> dict:
 def build_teacher_cache(cfg: dict, cache_dir: str) -> float:
     """Build the search's teacher cache once (what the first trial needing it does); seconds of the build itself
     (teacher forwards of every proxy training image in both flip states, written to the memory-mapped files)."""
-    from workers.prepare import check_search_config
-    from workers.proxy import _quiet_mmengine, build_distiller
+    from workers.settings import check_search_config
+    from workers.progress import quiet_mmengine
+    from workers.proxy import build_distiller
     from workers.proxy_data import ProxyData
     from workers.teacher_cache import open_teacher_cache
     cfg = with_teacher_cache(cfg, True)
     settings = check_search_config(cfg)
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    with _quiet_mmengine():
+    with quiet_mmengine():
         model = build_distiller(cfg, None, settings, ROOT).to(device)
         data = ProxyData(cfg, settings, ROOT)
     model.train()

@@ -55,5 +55,7 @@ def build_in_mmdet_scope(model_cfg: Any):
     """
     from mmdet.registry import MODELS
     from mmengine.registry import DefaultScope
+
+    from . import pretrained_backbone  # noqa: F401  (registers the initialiser the demo backbones name)
     with DefaultScope.overwrite_default_scope('mmdet'):
         return MODELS.build(model_cfg)

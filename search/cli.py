@@ -41,6 +41,25 @@ def cmd_train(args) -> None:
     print(f'final checkpoint: {final}')
 
 
+def cmd_pretrain_backbone(args) -> None:
+    import os.path as osp
+
+    from distill_core.errors import ConfigError
+    from workers.backbone_pretrain import pretrain_backbone
+    from workers.prepare import backbone_checkpoint
+    from workers.settings import PretrainSettings
+    out = args.out or backbone_checkpoint(args.config, '.')
+    if out is None:
+        raise ConfigError(f'{args.config}: its backbone names no PretrainedBackbone checkpoint; give --out FILE')
+    if osp.isfile(out) and not args.overwrite:
+        raise ConfigError(f'{out} exists (pass --overwrite to pretrain it again)')
+    values = {k: v for k, v in (('iterations', args.iterations), ('batch_size', args.batch_size),
+                                ('seed', args.seed)) if v is not None}
+    meta = pretrain_backbone(args.config, args.data_root, out, PretrainSettings.from_dict(values, 'pretrain-backbone'))
+    print(json.dumps(dict(checkpoint=out, val_accuracy=meta['val_accuracy'],
+                          chance_accuracy=meta['chance_accuracy']), indent=2))
+
+
 def cmd_test(args) -> None:
     from workers.full_training import test
     metrics = test(args.config, args.checkpoint, args.work_dir, args.launcher, _parse_options(args.cfg_options),
@@ -58,9 +77,20 @@ def cmd_transfer(args) -> None:
 def cmd_launch(args) -> None:
     from .controller import launch
     summary = launch(args.config, study=args.study, run_dir=args.run_dir, storage=args.storage,
-                     ray_address=args.ray_address, resume=args.resume, max_trials=args.max_trials)
+                     ray_address=args.ray_address, resume=args.resume, max_trials=args.max_trials,
+                     verbose=args.verbose)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
+
+
+def cmd_fidelity(args) -> None:
+    from .fidelity import run_fidelity
+    summary = run_fidelity(args.config, study=args.study, run_dir=args.run_dir, storage=args.storage,
+                           ray_address=args.ray_address, panel=args.panel, seeds=args.seeds, reference=args.reference,
+                           proxy=args.proxy, threshold=args.threshold, verbose=args.verbose,
+                           log=lambda line: print(line, file=sys.stderr if args.json else sys.stdout, flush=True))
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
 
 
 def cmd_status(args) -> None:
@@ -131,6 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument('--out', help='write the metrics as JSON here')
     test.set_defaults(func=cmd_test)
 
+    pretrain = sub.add_parser('pretrain-backbone', help='pretrain a detector config\'s backbone on a COCO-style '
+                                                        'dataset (object/background crops; the demo\'s ImageNet)')
+    pretrain.add_argument('config', help='detector config whose backbone to pretrain (e.g. configs/demo/'
+                                         'retinanet_student.py)')
+    pretrain.add_argument('--data-root', default='data/shapes', help='dataset folder (annotations/train.json, '
+                                                                     'train/, val/); default data/shapes')
+    pretrain.add_argument('--out', help='checkpoint to write (default: the one the config\'s init_cfg names)')
+    pretrain.add_argument('--iterations', type=int)
+    pretrain.add_argument('--batch-size', type=int)
+    pretrain.add_argument('--seed', type=int)
+    pretrain.add_argument('--overwrite', action='store_true', help='replace an existing checkpoint')
+    pretrain.set_defaults(func=cmd_pretrain_backbone)
+
     transfer = sub.add_parser('transfer', help='student-only checkpoint from a distiller checkpoint')
     transfer.add_argument('checkpoint')
     transfer.add_argument('out')
@@ -151,7 +194,26 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument('--resume', action='store_true', help='require an existing study and continue it '
                                                               '(relaunching a study resumes it anyway)')
     launch.add_argument('--max-trials', type=int, help='stop after this many trials in the study')
+    launch.add_argument('--verbose', action='store_true', help='preparation (demo teacher training) prints '
+                                                               'mmengine\'s full log, not only progress lines')
     launch.set_defaults(func=cmd_launch)
+
+    fidelity = sub.add_parser('fidelity', help='measure how well the proxy ranks distillers against full training')
+    fidelity.add_argument('config', help='search config of the pair, e.g. configs/search/demo_retinanet.py')
+    fidelity.add_argument('--study', help='study name (default fidelity_<config name>); relaunching resumes it')
+    storage_args(fidelity)
+    fidelity.add_argument('--ray-address', help='HOST:PORT of an existing Ray cluster (default: a local one)')
+    fidelity.add_argument('--panel', type=int, default=12, help='members: the student alone, the baselines, the '
+                                                                'published DetKDS genomes, random genomes (default 12)')
+    fidelity.add_argument('--seeds', type=int, default=2, help='training seeds per proxy run (default 2)')
+    fidelity.add_argument('--reference', default='full', help='"full" (the config\'s full_training, val split) or '
+                                                             'a number of proxy iterations (default full)')
+    fidelity.add_argument('--proxy', nargs='+', metavar='KEY=V1,V2', help='proxy settings to compare (every '
+                                                                         'combination), e.g. iterations=20,40,80 '
+                                                                         'train_images=120,240')
+    fidelity.add_argument('--threshold', type=float, default=0.6, help='Kendall tau a setting must reach (0.6)')
+    fidelity.add_argument('--verbose', action='store_true', help='preparation prints mmengine\'s full log')
+    fidelity.set_defaults(func=cmd_fidelity)
 
     status = sub.add_parser('status', help='stage, generation, trial counts, best distiller of a study')
     status.add_argument('--study', required=True)

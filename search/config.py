@@ -105,7 +105,7 @@ def load_search_config(path: str, base_dir: Optional[str] = None) -> SearchConfi
     if not osp.isfile(space_path):
         raise ConfigError(f'{source}: space file not found: {space}')
 
-    from workers.prepare import check_search_config
+    from workers.settings import check_search_config
     check_search_config(given, source)
     from .evolution import StagePlan
     StagePlan.from_config(given['search'], source)

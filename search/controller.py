@@ -74,9 +74,10 @@ class Launch:
 
     def __init__(self, config_path: str, study: Optional[str] = None, run_dir: Optional[str] = None,
                  storage: Optional[str] = None, ray_address: Optional[str] = None, resume: bool = False,
-                 max_trials: Optional[int] = None, log=print):
+                 max_trials: Optional[int] = None, log=print, verbose: bool = False):
         from .storage import mask_url, open_storage, resolve_storage_url
         self.log = log
+        self.verbose = verbose   # preparation: the full training logs on the console, not only progress lines
         self.cfg: SearchConfig = load_search_config(config_path)
         self.study_name = study or osp.splitext(osp.basename(config_path))[0]
         self.run_dir = osp.abspath(run_dir or osp.join('runs', self.study_name))
@@ -114,7 +115,6 @@ class Launch:
             study.set_user_attr(st.STUDY_SPACE_HASH, self.cfg.space_hash)
             study.set_user_attr(st.STUDY_PLAN, plan)
             study.set_user_attr(st.STUDY_CONFIG, osp.abspath(self.cfg.source))
-            study.set_user_attr(st.STUDY_STARTED, time.time())
         study.set_user_attr(st.STUDY_CONCURRENCY, int(self.cfg.resources['max_concurrent']))
         return study
 
@@ -141,11 +141,12 @@ class Launch:
                      f'finished trials replayed, {closed} interrupted trials re-queued')
         else:
             self.log(f'[search] new study {self.study_name!r} in {self.storage_shown}')
-        started_at = float(study.user_attrs.get(st.STUDY_STARTED, time.time()))
         if not evolution.finished:
             from workers.prepare import prepare_search_inputs
-            prepare_search_inputs(self.cfg.raw, self.cfg.base_dir, log=self.log)
-            self._run_trials(study, evolution, started_at)
+            prepare_search_inputs(self.cfg.raw, self.cfg.base_dir, log=self.log, verbose=self.verbose)
+            if st.STUDY_STARTED not in study.user_attrs:   # elapsed counts the search, not its preparation
+                study.set_user_attr(st.STUDY_STARTED, time.time())
+            self._run_trials(study, evolution, float(study.user_attrs[st.STUDY_STARTED]))
         summary = self._summary(study, evolution)
         if evolution.finished:
             summary.update(self._after_search(study))

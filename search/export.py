@@ -150,6 +150,15 @@ def apply_full_training(cfg: Dict[str, Any], section: Mapping, source: str) -> N
 # --------------------------------------------------------------------------- building the config
 def build_export_config(search_raw: Mapping[str, Any], genome: Mapping[str, Any], source: str) -> Dict[str, Any]:
     """The exported training config as a plain dict of top-level variables."""
+    return build_training_config(search_raw, [{'name': 'searched', 'loss': {'type': 'SearchedDistillLoss',
+                                                                            'genome': _plain(dict(genome))}}],
+                                 source)
+
+
+def build_training_config(search_raw: Mapping[str, Any], distill_losses: List[Mapping[str, Any]],
+                          source: str) -> Dict[str, Any]:
+    """The full-training config of the search's pair with ``distill_losses`` (the searched loss, a published
+    method's losses, or none), the proxy's inheriting strategy and the ``full_training`` schedule."""
     from distill_core.model_config import load_config
 
     student_spec = (search_raw.get('student') or {}).get('config')
@@ -169,12 +178,11 @@ def build_export_config(search_raw: Mapping[str, Any], genome: Mapping[str, Any]
         'teacher': {'config': teacher['config'], 'checkpoint': teacher['checkpoint']},
         'student': {'config': cfg['model']},
         'inherit_neck_head': bool(proxy.get('inherit_neck_head', False)),
-        'distill_losses': [{'name': 'searched',
-                            'loss': {'type': 'SearchedDistillLoss', 'genome': _plain(dict(genome))}}],
+        'distill_losses': [_plain(dict(entry)) for entry in distill_losses],
     }
     data = search_raw.get('data') or {}
     data_root = data.get('data_root') or (data.get('generate_shapes') or {}).get('out')
-    if data_root:   # the search trained its proxies there (workers.prepare.proxy_data_root): so does the export
+    if data_root:   # the search trained its proxies there (workers.settings.proxy_data_root): so does the export
         from workers.full_training import use_data_root
         use_data_root(cfg, data_root)
         if isinstance(cfg.get('data_root'), str):

@@ -9,9 +9,11 @@ byte-identical page.
 from __future__ import annotations
 
 import html
-from typing import Dict, List, Optional, Sequence, Tuple
+import json
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import study as st
+from .fidelity import STUDY_FIDELITY_RESULT
 from .results import STUDY_EXPORTED, StudyResults, baseline_label, read_results
 
 WIDTH, HEIGHT = 820, 320
@@ -135,6 +137,27 @@ def _ap(value: Optional[float]) -> str:
     return '' if value is None else f'{value:.4f}'
 
 
+def _fidelity_section(summary: Mapping[str, Any]) -> List[str]:
+    """Proxy vs reference AP per member (one marker series per proxy setting), the training-free score vs the
+    reference, and the table of every setting's correlations, regrets, noise and cost."""
+    from .fidelity import format_fidelity
+    out = ['<h2>Proxy fidelity</h2>',
+           f'<p>Reference: {_esc(summary["reference"])}; {summary["complete_members"]} of {summary["members"]} '
+           f'members measured; cheapest setting with Kendall tau &ge; {summary["threshold"]}: '
+           f'<b>{_esc(summary.get("chosen") or "none")}</b>.</p>']
+    series = {label: [(row['reference_ap'], row['proxy'][label]['mean']) for row in summary['panel']
+                      if row['reference_ap'] is not None and row['proxy'][label]['mean'] is not None]
+              for label in summary['settings']}
+    out.append(svg_chart('Proxy AP (mean over seeds) vs reference AP, one point per panel member', series,
+                         'reference AP', 'proxy AP', mode='markers', integer_x=False))
+    zero = [(row['reference_ap'], row['gradient_alignment']) for row in summary['panel']
+            if row['reference_ap'] is not None and row['gradient_alignment'] is not None]
+    out.append(svg_chart('Training-free score (gradient alignment) vs reference AP', {'gradient alignment': zero},
+                         'reference AP', 'score', mode='markers', integer_x=False))
+    out.append(f'<pre>{_esc(format_fidelity(summary))}</pre>')
+    return out
+
+
 def render_report(results: StudyResults) -> str:
     ranked = results.ranked()
     attrs = results.user_attrs
@@ -148,6 +171,9 @@ def render_report(results: StudyResults) -> str:
                                        for s in ('COMPLETE', 'PRUNED', 'FAIL', 'RUNNING')))),
              ('best', f'AP {ranked[0].value:.4f}: <code>{_esc(ranked[0].formula)}</code>' if ranked else 'none')]
     out.append(_table(None, [(f'<b>{k}</b>', v) for k, v in facts]))
+    fidelity = attrs.get(STUDY_FIDELITY_RESULT)
+    if fidelity:
+        out.extend(_fidelity_section(json.loads(fidelity)))
 
     out.append('<h2>Best proxy AP per generation</h2>')
     series = {label: [(float(g), v) for g, v in points] for label, points in results.generation_series().items()}

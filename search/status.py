@@ -10,6 +10,7 @@ from optuna.trial import TrialState
 from distill_core.errors import ConfigError
 
 from . import study as st
+from .fidelity import fidelity_status, format_fidelity_status
 from .results import results_of
 from .storage import ATTR_WALL_TIME, mask_url, open_storage, resolve_storage_url
 
@@ -47,7 +48,8 @@ def study_status(study_name: str, storage: Optional[str] = None, run_dir: Option
                 best=None if best is None else dict(trials=list(best.trials), value=best.value,
                                                     formula=best.formula),
                 baselines=results.baselines(),
-                elapsed_s=round(elapsed, 1), remaining_s=None if remaining is None else round(remaining, 1))
+                elapsed_s=round(elapsed, 1), remaining_s=None if remaining is None else round(remaining, 1),
+                fidelity=fidelity_status(study))
 
 
 def format_status(status: Dict[str, Any]) -> str:
@@ -66,6 +68,8 @@ def format_status(status: Dict[str, Any]) -> str:
     if status['baselines']:
         lines.append('  baselines under the same proxy: '
                      + ', '.join(f'{name} {value:.4f}' for name, value in status['baselines'].items()))
+    if status.get('fidelity'):
+        lines += format_fidelity_status(status['fidelity'])
     remaining = status['remaining_s']
     lines.append(f'  elapsed {status["elapsed_s"]:.0f} s' +
                  (f', about {remaining:.0f} s remaining' if remaining is not None else ''))

@@ -1,7 +1,31 @@
 """Shared pytest fixtures. Sections are delimited by owner area; keep each self-contained."""
 import os
+import shutil
+import tempfile
 
 import pytest
+
+# --------------------------------------------------------------------------- pretrained demo backbones
+# The demo configs initialise their backbones from checkpoints under $DETKDS_DEMO_BACKBONES (default
+# work_dirs/demo/backbones). Tests get their own folder, set before any config is read (configs substitute the
+# variable when loaded, in this process and in every process a test starts), filled once per session by a few
+# iterations of the real pretraining: the tests need loadable weights of the right shapes, not good ones.
+DEMO_BACKBONES = tempfile.mkdtemp(prefix='detkds-test-backbones-')
+os.environ['DETKDS_DEMO_BACKBONES'] = DEMO_BACKBONES
+
+
+@pytest.fixture(scope='session', autouse=True)
+def demo_backbones(shapes_root):
+    from workers.backbone_pretrain import pretrain_backbone
+    from workers.prepare import backbone_checkpoint
+    from workers.settings import PretrainSettings
+    from .demo_utils import demo_config_path
+    settings = PretrainSettings(iterations=2, batch_size=8, val_crops=8)
+    for config in ('retinanet_teacher', 'retinanet_student'):   # one per width: every demo pair shares them
+        path = demo_config_path(config)
+        pretrain_backbone(path, shapes_root, backbone_checkpoint(path, '.'), settings, log=lambda line: None)
+    yield DEMO_BACKBONES
+    shutil.rmtree(DEMO_BACKBONES, ignore_errors=True)
 
 # --------------------------------------------------------------------------- demo data
 @pytest.fixture(scope='session')

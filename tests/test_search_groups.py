@@ -114,7 +114,7 @@ def test_probe_without_cuda_uses_the_cpu_rule():
 def test_probe_runs_a_two_step_proxy_with_one_held_out_batch(config_text, tmp_path):
     """What the CUDA probe trains (twice: K=1 and K=2) is a valid proxy of the search's own settings."""
     from workers.group_size import PROBE_ITERATIONS, _probe_config
-    from workers.prepare import check_search_config
+    from workers.settings import check_search_config
     path = tmp_path / 'config.py'
     path.write_text(config_text)
     raw = load_search_config(str(path)).raw

@@ -16,8 +16,9 @@ import torch
 
 from distill_core.errors import ConfigError
 from search.space import Space
-from workers.prepare import check_search_config
-from workers.proxy import _quiet_mmengine, build_distiller, run_proxy_trial
+from workers.settings import check_search_config
+from workers.progress import quiet_mmengine
+from workers.proxy import build_distiller, run_proxy_trial
 from workers.proxy_data import ProxyData
 from workers.teacher_cache import (INDEX_FILE, CacheLayout, Eligibility, cache_eligibility, cache_folder, cache_key,
                                    decide, open_or_build, open_teacher_cache, pipeline_obstacle)
@@ -46,7 +47,7 @@ class Pair:
         self.checkpoint = build_teacher_checkpoint(family, tmp_path)
         self.cfg = pair_config(family, self.checkpoint, shapes_root, **proxy)
         self.settings = check_search_config(self.cfg)
-        with _quiet_mmengine():
+        with quiet_mmengine():
             self.model = build_distiller(self.cfg, None, self.settings, ROOT)
             self.data = ProxyData(self.cfg, self.settings, ROOT)
         self.model.train()

@@ -12,7 +12,8 @@ import torch
 from distill_core.errors import CheckpointError, ConfigError
 from distill_core.genome import Genome, Term
 from search.space import Space
-from workers.prepare import check_search_config, prepare_search_inputs
+from workers.prepare import prepare_search_inputs
+from workers.settings import check_search_config
 from workers.proxy import TrialRejected, check_losses, run_proxy_trial
 from workers.proxy_data import ProxyData, draw_subsets
 from workers.proxy_eval import METRIC_KEYS, coco_bbox_metrics, detections_to_coco, load_coco

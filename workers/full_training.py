@@ -4,7 +4,9 @@ The same entry points serve plain detectors, distillers exported by a search and
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import os.path as osp
 from typing import Dict, Mapping, Optional
@@ -70,10 +72,71 @@ def check_datasets(cfg: Config, splits=('train_dataloader', 'val_dataloader', 't
             raise DataError(f'{split}: image folder not found: {img}')
 
 
-def train(config_path: str, work_dir: Optional[str] = None, launcher: str = 'none',
-          cfg_options: Optional[Mapping] = None, resume: bool = False) -> str:
-    """Train with mmengine's Runner; returns the path of ``<work_dir>/final.pth`` (the last checkpoint)."""
+def _runner_class(quiet: bool):
+    """mmengine's Runner, or one whose console shows warnings only (the config dump, hook list and per-iteration
+    lines still go to the log file in the work folder)."""
     from mmengine.runner import Runner
+    if not quiet:
+        return Runner
+
+    class QuietRunner(Runner):
+        def build_logger(self, *args, **kwargs):
+            logger = super().build_logger(*args, **kwargs)
+            for handler in logger.handlers:
+                if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                    handler.setLevel(logging.WARNING)
+            return logger
+
+    return QuietRunner
+
+
+def _progress_hook(label: str, log, prefix: str = '[prepare]'):
+    """A hook printing ``ProgressLine`` lines and the validation AP; the evaluator's own printout (pycocotools
+    tables) goes to ``evaluation.log`` in the run's log folder."""
+    from mmengine.hooks import Hook
+
+    from workers.progress import ProgressLine
+
+    class ProgressLineHook(Hook):
+        priority = 'VERY_LOW'
+
+        def __init__(self):
+            self.progress = None
+            self.result = 'no validation'
+            self.quiet = contextlib.ExitStack()
+
+        def before_train(self, runner):
+            self.progress = ProgressLine(label, runner.max_iters, log, prefix=prefix)
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            loss = (outputs or {}).get('loss')
+            self.progress.update(runner.iter + 1, loss=None if loss is None else float(loss))
+
+        def before_val_epoch(self, runner):
+            sink = self.quiet.enter_context(open(osp.join(runner.log_dir, 'evaluation.log'), 'a'))
+            self.quiet.enter_context(contextlib.redirect_stdout(sink))
+
+        def after_val_epoch(self, runner, metrics=None):
+            self.quiet.close()
+            shown = {k.split('/')[-1]: v for k, v in (metrics or {}).items()
+                     if k.endswith(('bbox_mAP', 'bbox_mAP_50', 'segm_mAP'))}
+            if shown:
+                self.result = ', '.join(f'val {k} {float(v):.3f}' for k, v in shown.items())
+                log(f'{prefix} {label}: iteration {runner.iter}: {self.result}')
+
+        def after_train(self, runner):
+            self.progress.finish(self.result)
+
+    return ProgressLineHook()
+
+
+def train(config_path: str, work_dir: Optional[str] = None, launcher: str = 'none',
+          cfg_options: Optional[Mapping] = None, resume: bool = False,
+          progress: Optional[Mapping] = None) -> str:
+    """Train with mmengine's Runner; returns the path of ``<work_dir>/final.pth`` (the last checkpoint).
+
+    ``progress=dict(label=..., log=..., prefix='[prepare]')``: a quiet run (console: warnings and one progress line per tenth of
+    the schedule with its ETA, then the validation AP; the full log stays in the work folder)."""
     tune_cpu_allocator()
     cfg = prepare_config(config_path, work_dir, launcher, cfg_options)
     check_datasets(cfg, ('train_dataloader', 'val_dataloader'))
@@ -82,7 +145,9 @@ def train(config_path: str, work_dir: Optional[str] = None, launcher: str = 'non
         # Resuming re-reads the runner's own full checkpoints (optimizer, message hub) from --work-dir, which
         # torch's weights_only loader refuses; they are files this tool wrote, so load them in full.
         os.environ['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] = '1'
-    runner = Runner.from_cfg(cfg)
+    runner = _runner_class(quiet=progress is not None).from_cfg(cfg)
+    if progress is not None:
+        runner.register_hook(_progress_hook(**progress))
     runner.train()
     last_file = osp.join(cfg.work_dir, 'last_checkpoint')
     if not osp.isfile(last_file):

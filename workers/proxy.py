@@ -22,7 +22,6 @@ and pays (``proxy.teacher_cache``, workers/teacher_cache.py) instead of a teache
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import random
 import time
@@ -33,7 +32,8 @@ import numpy as np
 import torch
 
 from workers.allocator import tune_cpu_allocator
-from workers.prepare import ProxySettings, check_search_config, resolve_path
+from workers.progress import quiet_mmengine
+from workers.settings import ProxySettings, check_search_config, resolve_path
 from workers.proxy_data import ProxyData
 from workers.proxy_eval import METRIC_KEYS, evaluate_bbox, load_coco
 from workers.teacher_cache import open_teacher_cache
@@ -66,19 +66,6 @@ class ProxyResult:
 
 
 # ---------------------------------------------------------------------------------------------- building
-@contextlib.contextmanager
-def _quiet_mmengine():
-    """mmengine logs one INFO line per parameter on ``init_weights`` (hundreds per trial): keep warnings only."""
-    from mmengine.logging import MMLogger
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
@@ -107,7 +94,9 @@ def build_distiller(search_cfg: Mapping, genome, settings: ProxySettings, base_d
         student=dict(config=resolve_path(search_cfg['student']['config'], base_dir)),
         inherit_neck_head=settings.inherit_neck_head,
         distill_losses=distill_losses_for(genome) + [dict(loss) for loss in distill_losses or ()])
-    model.init_weights()
+    from distill_core.pretrained_backbone import relative_to
+    with relative_to(base_dir):   # a relative pretrained-backbone path names a file under the search's folder
+        model.init_weights()
     return model
 
 
@@ -252,7 +241,7 @@ def _build_candidates(search_cfg, genomes, seeds, reports, settings, base_dir, d
     """Each student is built exactly as a single trial builds it (seeded, its own teacher instance consuming the
     same random draws), then the group's first teacher replaces the others (one teacher in memory)."""
     candidates: List[_Candidate] = []
-    with _quiet_mmengine():
+    with quiet_mmengine():
         for genome, seed, report in zip(genomes, seeds, reports):
             seed_everything(seed)
             model = build_distiller(search_cfg, genome, settings, base_dir, distill_losses)
@@ -338,7 +327,7 @@ def run_proxy_group(search_cfg: Mapping, genomes: Sequence[Union[str, 'Genome', 
     device = 'cuda' if torch.cuda.is_available() else 'cpu'   # a GPU trial (the controller's resources)
     if device == 'cuda':
         torch.cuda.init()   # CUDA random state exists before any candidate's streams are captured
-    with _quiet_mmengine():
+    with quiet_mmengine():
         data = ProxyData(search_cfg, settings, base_dir)
     gt = load_coco(data.ann_file)
     val_batches = list(data.val_loader())   # the test pipeline has no randomness: decode once, reuse

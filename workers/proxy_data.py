@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from distill_core.errors import ConfigError, DataError
-from workers.prepare import ProxySettings, proxy_data_root, resolve_path
+from workers.settings import ProxySettings, proxy_data_root, resolve_path
 from workers.proxy_eval import quiet_stdout
 
 
@@ -108,7 +108,7 @@ class ProxyData:
     @classmethod
     def describe(cls, search_cfg: Mapping, base_dir: str = '.') -> 'ProxyData':
         """Check that the proxy subsets can be drawn from the search's data (used before a launch)."""
-        from workers.prepare import check_search_config
+        from workers.settings import check_search_config
         return cls(search_cfg, check_search_config(search_cfg), base_dir)
 
     @property

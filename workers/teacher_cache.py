@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from distill_core.errors import ConfigError, DetKDSError
-from workers.prepare import ProxySettings, _file_lock, resolve_path
+from workers.settings import ProxySettings, file_lock, resolve_path
 
 logger = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ def open_or_build(cache_dir: str, key: str, build: Callable[[str], None]) -> Tea
         return TeacherFeatureCache(folder)
     name = osp.basename(folder)
     os.makedirs(cache_dir, exist_ok=True)
-    with _file_lock(folder + '.lock'):
+    with file_lock(folder + '.lock'):
         if not _is_complete(folder):
             # a crashed build's leftovers: nobody else builds this key while we hold the lock
             for leftover in glob.glob(osp.join(cache_dir, f'.{name}.tmp-*')) + ([folder] if osp.exists(folder)

@@ -1,5 +1,6 @@
 # A small DetKDS search on the demo RetinaNet pair (shapes data), sized to finish on 2 CPU cores in minutes.
-# From a fresh clone it generates the data and trains the tiny teacher once (both cached on disk).
+# From a fresh clone it generates the data, pretrains the demo backbones and trains the tiny teacher once (all
+# cached on disk).
 # Paths are relative to the folder `detkds-search launch` runs in (the repository root).
 
 teacher = dict(
@@ -10,8 +11,12 @@ teacher = dict(
 )
 student = dict(config='configs/demo/retinanet_student.py')
 
-# demo only: generate the synthetic dataset when it is missing (same arguments as `detkds-search data shapes`)
-data = dict(generate_shapes=dict(out='data/shapes', num_train=600, num_val=150, size=128, seed=0))
+# demo only: generate the synthetic dataset when it is missing (same arguments as `detkds-search data shapes`),
+# and pretrain the backbones the student and teacher configs name (their `PretrainedBackbone` init_cfg) on its
+# training images when missing: the demo's stand-in for ImageNet weights (workers/backbone_pretrain.py;
+# dict() = the default settings, e.g. dict(iterations=1000, batch_size=64)).
+data = dict(generate_shapes=dict(out='data/shapes', num_train=600, num_val=150, size=128, seed=0),
+            pretrain_backbones=dict())
 
 # The proxy task each candidate is trained on. Both subsets are drawn (fixed seed, disjoint) from the
 # TRAINING annotations: search fitness is measured on held-out training images, the val split stays for

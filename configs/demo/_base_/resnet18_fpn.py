@@ -1,6 +1,5 @@
-# The backbone and neck every demo detector shares: ResNet-18 trained from scratch (nothing can be
-# downloaded, so no pretrained weights) and an FPN from stride 4 (outputs at strides 4, 8, 16, 32, 64 for
-# the 8-124 px objects of 128 px images). This is the teacher width (base_channels=64); students shrink the
+# The backbone and neck every demo detector shares: ResNet-18 (pretrained, below) and an FPN from stride 4
+# (outputs at strides 4, 8, 16, 32, 64 for the 8-124 px objects of 128 px images). This is the teacher width (base_channels=64); students shrink the
 # backbone and keep FPN out_channels=64, so teacher and student neck/head tensors have equal shapes.
 model = dict(
     data_preprocessor=dict(
@@ -19,7 +18,12 @@ model = dict(
         norm_cfg=dict(type='BN', requires_grad=True),
         norm_eval=False,
         style='pytorch',
-        init_cfg=None),
+        # Pretrained on the shapes training images (object/background crop classification,
+        # workers/backbone_pretrain.py), the demo's stand-in for ImageNet weights: nothing can be downloaded.
+        # The search's preparation makes it once (`data.pretrain_backbones`), or `detkds-search pretrain-backbone`;
+        # DETKDS_DEMO_BACKBONES moves the folder (relative paths: to the folder the command runs in).
+        init_cfg=dict(type='PretrainedBackbone',
+                      checkpoint='{{$DETKDS_DEMO_BACKBONES:work_dirs/demo/backbones}}/resnet18_w64.pth')),
     neck=dict(
         type='FPN',
         in_channels=[64, 128, 256, 512],   # base_channels * (1, 2, 4, 8) for ResNet-18's BasicBlock

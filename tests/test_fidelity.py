@@ -1,0 +1,103 @@
+"""``detkds-search fidelity`` on a tiny panel: real proxy, reference and training-free runs on local Ray,
+statistics from the stored trials, resume after SIGKILL without re-running a finished run, one-line errors."""
+import json
+import os
+import signal
+import time
+
+import pytest
+from optuna.trial import TrialState
+
+from search.fidelity_stats import fidelity_summary, kendall_tau
+
+from .test_search_launch import cli, finish, kill_group, load, write_search_config
+
+ARGS = ['--panel', '4', '--seeds', '1', '--reference', '3', '--proxy', 'iterations=1,2']
+
+
+def fidelity_config(tmp_path, shapes_root):
+    path = write_search_config(tmp_path, shapes_root)
+    with open(path, 'a') as f:
+        f.write("baselines = ['none']\n")
+    return path
+
+
+def _runs(study):
+    return [(json.loads(t.user_attrs['fidelity']), t) for t in study.get_trials(deepcopy=False)
+            if 'fidelity' in t.user_attrs]
+
+
+@pytest.mark.slow
+def test_fidelity_resumes_after_sigkill_and_reports_from_real_trials(tmp_path, shapes_root):
+    config = fidelity_config(tmp_path, shapes_root)
+    proc = cli(['fidelity', config, '--study', 'f'] + ARGS, cwd=tmp_path)
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline:
+            time.sleep(2)
+            try:
+                done = [t for _, t in _runs(load(tmp_path, 'f')) if t.state.is_finished()]
+            except (KeyError, FileNotFoundError):   # the study is not in the journal yet
+                done = []
+            if len(done) >= 4:
+                break
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+        os.kill(proc.pid, signal.SIGKILL)   # the controller only: Ray's processes are its children
+        proc.wait(timeout=60)
+    finally:
+        kill_group(proc)
+    finished_before = {t.number: (t.state, t.value) for _, t in _runs(load(tmp_path, 'f')) if t.state.is_finished()}
+    assert len(finished_before) >= 4
+
+    rc, out, err = finish(cli(['fidelity', config, '--study', 'f'] + ARGS, cwd=tmp_path))
+    assert rc == 0, err[-4000:]
+    assert 'runs done' in out and 'Kendall tau' in out
+    study = load(tmp_path, 'f')
+    runs = _runs(study)
+    for number, (state, value) in finished_before.items():   # never re-run or rewritten
+        assert study.trials[number].state == state and study.trials[number].value == value
+    real = [(run, t) for run, t in runs if not t.user_attrs.get('interrupted')]
+    keys = [(r['kind'], r['member'], r['setting'], r['seed']) for r, _ in real]
+    assert len(keys) == len(set(keys)), 'a run was made twice'
+    # 4 members x (1 training-free + 1 reference + 2 proxy settings x 1 seed)
+    assert len(keys) == 16 and all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for _, t in real)
+
+    summary = json.loads((tmp_path / 'runs' / 'f' / 'fidelity.json').read_text())
+    assert [m['kind'] for m in summary['panel']] == ['baseline', 'published', 'published', 'random']
+    value = {k: (t.value if t.state == TrialState.COMPLETE else 0.0) for k, (_, t) in zip(keys, real)}
+    for member in summary['panel']:
+        assert member['reference_ap'] == value[('reference', member['name'], 'proxy iterations=3', 0)]
+        assert member['gradient_alignment'] == value[('gradient_alignment', member['name'],
+                                                      'gradient_alignment', 0)]
+    assert summary['panel'][0]['gradient_alignment'] == 0.0   # the student alone has no distillation gradient
+    assert all(m['gradient_alignment'] != 0.0 for m in summary['panel'][1:])
+    reference = [m['reference_ap'] for m in summary['panel']]
+    for label in ('iterations=1', 'iterations=2'):
+        aps = [[value[('proxy', m['name'], label, 0)]] for m in summary['panel']]
+        assert [m['proxy'][label]['aps'] for m in summary['panel']] == aps
+        expected = fidelity_summary(aps, reference)
+        for key in ('kendall_tau', 'spearman_rho', 'kendall_tau_top_half', 'top1_regret', 'top3_regret'):
+            assert summary['settings'][label][key] == pytest.approx(expected[key], nan_ok=True) \
+                if expected[key] is not None else summary['settings'][label][key] is None
+        assert summary['settings'][label]['seconds'] > 0
+    scores = [m['gradient_alignment'] for m in summary['panel']]
+    assert summary['zero_cost']['gradient_alignment'].get('kendall_tau') == (
+        pytest.approx(kendall_tau(scores, reference)) if kendall_tau(scores, reference) is not None else None)
+    assert (tmp_path / 'runs' / 'f' / 'fidelity.md').read_text().startswith('Proxy fidelity of')
+
+    status = finish(cli(['status', '--study', 'f'], cwd=tmp_path))
+    assert status[0] == 0 and 'fidelity: 16/16 runs done' in status[1], status
+    report = finish(cli(['report', '--study', 'f', '-o', str(tmp_path / 'r.html')], cwd=tmp_path))
+    assert report[0] == 0, report[2][-2000:]
+    html = (tmp_path / 'r.html').read_text()
+    assert 'Proxy fidelity' in html and 'Proxy AP (mean over seeds) vs reference AP' in html
+
+
+def test_bad_proxy_setting_is_a_one_line_error_before_any_training(tmp_path, shapes_root):
+    config = fidelity_config(tmp_path, shapes_root)
+    for bad, message in ((['--proxy', 'iteratons=20'], "unknown proxy key 'iteratons'"),
+                         (['--proxy', 'iterations=20,0'], 'proxy.iterations'),
+                         (['--reference', 'long'], '--reference must be')):
+        rc, out, err = finish(cli(['fidelity', config, '--study', 'bad'] + bad, cwd=tmp_path), timeout=120)
+        assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / 'runs' / 'bad').exists()   # nothing created before the arguments were checked
