@@ -112,7 +112,9 @@ def test_schedules_and_single_final_checkpoint():
             assert cfg.default_hooks.checkpoint.save_last and cfg.default_hooks.checkpoint.interval == -1
             assert cfg.train_dataloader.batch_size == 8
             assert cfg.train_dataloader.dataset.metainfo.classes == ('rectangle', 'ellipse', 'triangle')
-            assert cfg.model.backbone.init_cfg is None      # nothing can be downloaded
+            init = cfg.model.backbone.init_cfg   # nothing can be downloaded: pretrained on the shapes data
+            assert init.type == 'PretrainedBackbone'
+            assert init.checkpoint.endswith('resnet18_w16.pth' if role == 'student' else 'resnet18_w64.pth')
 
 
 def test_fpn32_student_needs_the_channel_adapter(tmp_path, shapes_root):

@@ -31,7 +31,8 @@ def gradient_alignment(search_cfg: Mapping, genome: Optional[str], seed: int, ba
                        distill_losses: Optional[List[Mapping]] = None, batches: int = 4) -> Dict[str, float]:
     """Mean cosine between the distillation and the detection gradients on the student's parameters."""
     from workers.progress import quiet_mmengine
-    from workers.proxy import build_distiller, seed_everything
+    from workers.proxy import build_distiller
+    from workers.rng import seed_everything
     from workers.proxy_data import ProxyData
     from workers.settings import check_search_config
     settings = check_search_config(search_cfg)

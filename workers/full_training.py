@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import os.path as osp
+import sys
 from typing import Dict, Mapping, Optional
 
 from mmengine.config import Config
@@ -91,8 +92,7 @@ def _runner_class(quiet: bool):
 
 
 def _progress_hook(label: str, log, prefix: str = '[prepare]'):
-    """A hook printing ``ProgressLine`` lines and the validation AP; the evaluator's own printout (pycocotools
-    tables) goes to ``evaluation.log`` in the run's log folder."""
+    """A hook printing ``ProgressLine`` lines and the validation AP."""
     from mmengine.hooks import Hook
 
     from workers.progress import ProgressLine
@@ -103,21 +103,15 @@ def _progress_hook(label: str, log, prefix: str = '[prepare]'):
         def __init__(self):
             self.progress = None
             self.result = 'no validation'
-            self.quiet = contextlib.ExitStack()
 
         def before_train(self, runner):
             self.progress = ProgressLine(label, runner.max_iters, log, prefix=prefix)
 
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
             loss = (outputs or {}).get('loss')
-            self.progress.update(runner.iter + 1, loss=None if loss is None else float(loss))
-
-        def before_val_epoch(self, runner):
-            sink = self.quiet.enter_context(open(osp.join(runner.log_dir, 'evaluation.log'), 'a'))
-            self.quiet.enter_context(contextlib.redirect_stdout(sink))
+            self.progress.update(runner.iter + 1, loss=None if loss is None else float(loss.detach()))
 
         def after_val_epoch(self, runner, metrics=None):
-            self.quiet.close()
             shown = {k.split('/')[-1]: v for k, v in (metrics or {}).items()
                      if k.endswith(('bbox_mAP', 'bbox_mAP_50', 'segm_mAP'))}
             if shown:
@@ -146,9 +140,21 @@ def train(config_path: str, work_dir: Optional[str] = None, launcher: str = 'non
         # torch's weights_only loader refuses; they are files this tool wrote, so load them in full.
         os.environ['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] = '1'
     runner = _runner_class(quiet=progress is not None).from_cfg(cfg)
-    if progress is not None:
-        runner.register_hook(_progress_hook(**progress))
-    runner.train()
+    with contextlib.ExitStack() as quiet:
+        if progress is not None:
+            # what the libraries print (pycocotools' dataset loading and AP tables) goes to console.log in the
+            # work folder; the progress lines still reach the console the caller printed to
+            console = sys.stdout
+            sink = quiet.enter_context(open(osp.join(cfg.work_dir, 'console.log'), 'a'))
+            quiet.enter_context(contextlib.redirect_stdout(sink))
+            log = progress['log']
+
+            def to_console(line: str) -> None:
+                with contextlib.redirect_stdout(console):
+                    log(line)
+
+            runner.register_hook(_progress_hook(**dict(progress, log=to_console)))
+        runner.train()
     last_file = osp.join(cfg.work_dir, 'last_checkpoint')
     if not osp.isfile(last_file):
         raise CheckpointError(f'training finished but no checkpoint was written in {cfg.work_dir} '

@@ -317,7 +317,7 @@ def _fixed_flip_pipeline(pipeline: Sequence[Mapping], flipped: bool) -> List[dic
 def _build_features(folder: str, key: str, model, data, layout: CacheLayout, batch_size: int) -> None:
     """Write the teacher's features of every proxy training image, both flip states, and the index."""
     from mmengine.dataset import pseudo_collate
-    from workers.proxy import RngStreams   # the flip transform draws from numpy: leave the caller's streams alone
+    from workers.rng import RngStreams   # the flip transform draws from numpy: leave the caller's streams alone
     files = [f'fpn{level}.npy' for level in range(len(layout.level_shapes))]
     arrays = [np.lib.format.open_memmap(osp.join(folder, name), mode='w+', dtype=np.float32,
                                         shape=(layout.num_images, FLIP_STATES, *shape))
