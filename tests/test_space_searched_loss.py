@@ -15,7 +15,8 @@ from mmengine.structures import InstanceData
 from distill_core import ConfigError, Genome, SearchedDistillLoss
 from distill_core.distiller import DetectionDistiller
 from distill_core.genome import OpSpec, Term
-from distill_core.knowledge import FAMILIES, INPUTS, LocalizationResponse, family_of, fpn_levels
+from distill_core.families import FAMILIES, family_of
+from distill_core.knowledge import INPUTS, LocalizationResponse, fpn_levels
 from distill_core.roi_align import vectorised_pays
 from search.space import Space
 
@@ -36,7 +37,7 @@ ALL_INPUTS = Genome((
     term('localization', [], 'giou', 1),
 ))
 TERM_KEYS = {'global': ['loss_global'], 'fg_bg': ['loss_fg', 'loss_bg'], 'instance': ['loss_instance'],
-             'logits': ['loss_logits'], 'localization': ['loss_loc']}
+             'logits': ['loss_logits'], 'localization': ['loss_loc'], 'cross_head': ['loss_cross_head']}
 
 
 @pytest.fixture(scope='module')
