@@ -18,25 +18,34 @@ distill_core.register_all_modules()
 torch.set_num_threads(2)
 
 
-def _step(family, method, tmp_path, shapes_root):
-    """A distiller of the shipped demo config, one training step's losses and the step's DistillContext."""
-    cfg = Config.fromfile(f'{ROOT}/configs/distillers/{method}/{method}_demo_{family}.py').model
-    torch.manual_seed(0)
-    model = DetectionDistiller(
-        teacher=dict(config=demo_config_path(f'{family}_teacher'), checkpoint=build_teacher_checkpoint(family, tmp_path)),
-        student=dict(config=demo_config_path(f'{family}_student')),
-        distill_losses=[dict(entry) for entry in cfg.distill_losses])
-    model.init_weights()
-    model.train()
-    captured = []
-    model.distill_losses[method].register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
-    inputs, samples = demo_batch(model, family, shapes_root)
-    return model, model.loss(inputs, samples), captured[0]
+# the shipped demo configs, per family (GFL: CrossKD and BCKD in one distiller, sharing the step's targets)
+METHODS = {'gfl': ('crosskd', 'bckd'), 'retinanet': ('crosskd',), 'fcos': ('crosskd',)}
+
+
+@pytest.fixture(scope='module')
+def steps(tmp_path_factory, shapes_root):
+    """Per family: the distiller of its shipped demo configs, one training step's losses and its DistillContext."""
+    tmp = tmp_path_factory.mktemp('crosskd')
+    out = {}
+    for family, methods in METHODS.items():
+        losses = [dict(entry) for method in methods for entry in
+                  Config.fromfile(f'{ROOT}/configs/distillers/{method}/{method}_demo_{family}.py').model.distill_losses]
+        torch.manual_seed(0)
+        model = DetectionDistiller(
+            teacher=dict(config=demo_config_path(f'{family}_teacher'), checkpoint=build_teacher_checkpoint(family, tmp)),
+            student=dict(config=demo_config_path(f'{family}_student')), distill_losses=losses)
+        model.init_weights()
+        model.train()
+        captured = []
+        model.distill_losses[methods[0]].register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+        inputs, samples = demo_batch(model, family, shapes_root)
+        out[family] = (model, model.loss(inputs, samples), captured[0])
+    return out
 
 
 @pytest.mark.parametrize('family', ['gfl', 'retinanet', 'fcos'])
-def test_crossed_forward_is_the_teacher_head_after_the_student_towers(family, tmp_path, shapes_root):
-    model, losses, ctx = _step(family, 'crosskd', tmp_path, shapes_root)
+def test_crossed_forward_is_the_teacher_head_after_the_student_towers(family, steps):
+    model, losses, ctx = steps[family]
     s_head, t_head = model.student.bbox_head, model.teacher.bbox_head
     index = resolve_cross_index(FAMILIES[family], s_head, t_head, 'auto')
     assert index == 1 and s_head.stacked_convs == 2   # the published rule on the demo's 2-conv towers
@@ -69,8 +78,8 @@ def test_crossed_forward_is_the_teacher_head_after_the_student_towers(family, tm
     assert {'loss_crosskd_cls', 'loss_crosskd_reg'} <= set(losses)
 
 
-def test_gradient_reaches_the_student_through_the_frozen_teacher_head(tmp_path, shapes_root):
-    model, losses, _ctx = _step('gfl', 'crosskd', tmp_path, shapes_root)
+def test_gradient_reaches_the_student_through_the_frozen_teacher_head(steps):
+    model, losses, _ctx = steps['gfl']
     (losses['loss_crosskd_cls'] + losses['loss_crosskd_reg']).backward()
     assert all(p.grad is None for p in model.teacher.parameters())
     grads = {name: p.grad for name, p in model.student.named_parameters()}
@@ -83,8 +92,8 @@ def test_gradient_reaches_the_student_through_the_frozen_teacher_head(tmp_path, 
                                                                          'bbox_head.gfl_cls', 'bbox_head.scales')))
 
 
-def test_crosskd_terms_by_hand_and_bad_inputs(tmp_path, shapes_root):
-    model, losses, ctx = _step('retinanet', 'crosskd', tmp_path, shapes_root)
+def test_crosskd_terms_by_hand_and_bad_inputs(steps):
+    model, losses, ctx = steps['retinanet']
     family = FAMILIES['retinanet']
     head = model.teacher.bbox_head
     targets = ctx.cache['dense_targets']
@@ -107,8 +116,8 @@ def test_crosskd_terms_by_hand_and_bad_inputs(tmp_path, shapes_root):
         resolve_cross_index(FAMILIES['faster_rcnn'], None, None, 'auto')
 
 
-def test_bckd_terms_equal_hand_computed_values(tmp_path, shapes_root):
-    model, losses, ctx = _step('gfl', 'bckd', tmp_path, shapes_root)
+def test_bckd_terms_equal_hand_computed_values(steps):
+    model, losses, ctx = steps['gfl']
     targets = ctx.cache['dense_targets']
     s_out, t_out = ctx.student_head_outputs, ctx.teacher_head_outputs
     # hand computation level by level, as the reference (a level without positives adds nothing)
