@@ -289,7 +289,7 @@ class _Loader:
                 self.fail('inputs', f'unknown knowledge input {name!r} (known: {list(KNOWLEDGE_INPUTS)})')
         groups = self.groups(self.mapping(data['groups'], 'groups'), inputs)
         params = self.params(self.mapping(data.get('params') or {}, 'params'), groups)
-        input_params = self.input_params(self.mapping(data.get('input_params') or {}, 'input_params'), inputs)
+        input_params = self.input_params(self.mapping(data.get('input_params') or {}, 'input_params'))
         family_only = self.family_only(self.mapping(data.get('family_only') or {}, 'family_only'), groups)
         stage1, stage2 = self.weights(self.mapping(data['weights'], 'weights'), inputs)
         space = Space(self.source, inputs, groups, params, input_params, family_only, stage1, stage2)
@@ -359,12 +359,12 @@ class _Loader:
                 out[op][param] = tuple(values)
         return out
 
-    def input_params(self, data: Dict, inputs: Sequence[str]) -> Dict[str, Dict[str, Tuple]]:
+    def input_params(self, data: Dict) -> Dict[str, Dict[str, Tuple]]:
         out = {}
         for input, options in data.items():
             key = f'input_params.{input}'
-            if input not in inputs:
-                self.fail(key, f'not an input of this space ({list(inputs)})')
+            if input not in KNOWLEDGE_INPUTS:   # an input left out of `inputs` may keep its options (as stage2)
+                self.fail(key, f'unknown knowledge input (known: {list(KNOWLEDGE_INPUTS)})')
             known = INPUT_PARAMS.get(input, {})
             out[input] = {}
             for param, values in self.mapping(options, key).items():

@@ -67,7 +67,7 @@ def steps(tmp_path_factory, shapes_root):
 @pytest.mark.parametrize('family', DEMO_FAMILIES)
 def test_every_term_logged_and_reaches_the_student(steps, family):
     model, ctx, losses = steps[family]
-    keys = [f'loss_searched_{k[5:]}' for keys in TERM_KEYS.values() for k in keys]
+    keys = [f'loss_searched_{k[5:]}' for t in ALL_INPUTS.terms for k in TERM_KEYS[t.input]]
     assert all(k in losses for k in keys), sorted(losses)
     # the student's neck features and dense-head outputs of this step (response terms act on the latter)
     head_outputs = [t for level in ctx.student_head_outputs for t in level if t.requires_grad]
