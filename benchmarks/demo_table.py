@@ -2,8 +2,8 @@
 the student trained with each method, all on the same full demo schedule (the student config's).
 
 Rows: teacher; student alone; the student inheriting the teacher's neck and head with no distillation loss
-(the control for every method config that inherits); student + FGD / MGD / PKD / GKD / Global-Knowledge (every
-``configs/distillers/<method>/<method>_demo_<family>.py`` that exists) and the DetKDS searched distillers
+(the control for every method config that inherits); student + FGD / MGD / PKD / GKD / Global-Knowledge / CrossKD /
+BCKD (every ``configs/distillers/<method>/<method>_demo_<family>.py`` that exists) and the DetKDS searched distillers
 shipped for the family (``configs/distillers/detkds/detkds_demo_*``, one per published COCO pair).
 Long: about 10 trainings of 600-1200 iterations on CPU. Reuses a trained teacher when its checkpoint exists.
 
@@ -27,7 +27,7 @@ from mmengine.config import Config  # noqa: E402
 from workers.full_training import test, train  # noqa: E402
 from workers.prepare import ensure_backbone  # noqa: E402
 
-METHODS = ('fgd', 'mgd', 'pkd', 'gkd', 'gkd_global')
+METHODS = ('fgd', 'mgd', 'pkd', 'gkd', 'gkd_global', 'crosskd', 'bckd')
 METRICS = (('AP', 'coco/bbox_mAP'), ('AP50', 'coco/bbox_mAP_50'), ('AP75', 'coco/bbox_mAP_75'))
 DETKDS_FAMILY = {'retinanet': 'retinanet_', 'faster_rcnn': 'faster_rcnn_', 'fcos': 'fcos_', 'gfl': 'gfl_',
                  'reppoints': 'reppoints_'}

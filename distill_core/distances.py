@@ -116,6 +116,30 @@ class KLDivergence(_MeanDistance):
         return kl * self.temperature ** 2
 
 
+@DISTANCES.register_module(name='quality_focal')
+class QualityFocalDistance(_MeanDistance):
+    """``sum_C BCE(s, t) * |s - t|^beta``, mean elsewhere: the binary cross-entropy of the student's probabilities
+    towards the teacher's, focused on the positions where they differ (CrossKD's and BCKD's classification term;
+    ``beta = 0`` is the plain binary cross-entropy, i.e. the binary KL up to the teacher's entropy, a constant of
+    the student). Inputs are probabilities (the response inputs give sigmoid scores), clamped away from 0 and 1.
+    """
+    groups = frozenset({RESPONSE})
+    # log-probabilities are negative: the cross-entropy of values outside [0, 1] is undefined (the response slot's
+    # other ops keep sigmoid scores in [0, 1])
+    incompatible_after = frozenset({'logsoftmax_N', 'logsoftmax_C', 'logsoftmax_HW'})
+
+    def __init__(self, beta: float = 1.0):
+        super().__init__()
+        self.beta = float(beta)
+
+    def elementwise(self, s, t):
+        s = s.clamp(1e-12, 1 - 1e-7)   # float32: 1 - 1e-7 is the largest value below 1 that log1p(-s) resolves
+        bce = -(t * torch.log(s) + (1 - t) * torch.log1p(-s))
+        if self.beta:
+            bce = bce * (s - t).abs().pow(self.beta)
+        return bce.sum(dim=1)
+
+
 def cosine_similarity(a: Tensor, b: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
     """``F.cosine_similarity`` (the dot product over the product of the norms, each clamped at ``eps``), as
     ``(a . b) * rsqrt(|a|^2 |b|^2)`` on the reduced maps: on CPU ``linalg_vector_norm`` over a non-innermost dim

@@ -70,8 +70,9 @@ class _TeacherInputs(nn.Module):
         return (raw - self.t_mean) / self.t_std
 
 
-# DistillContext cache keys that depend on the teacher and the batch only: shareable between the students of a step
-TEACHER_ONLY_CACHE_KEYS = ('teacher_head_outputs', 'teacher_dense_boxes')
+# DistillContext cache keys (or key prefixes: the teacher's head towers per cross point) that depend on the teacher and
+# the batch only: shareable between the students of a step
+TEACHER_ONLY_CACHE_KEYS = ('teacher_head_outputs', 'teacher_dense_boxes', 'teacher_towers_')
 
 
 @dataclass
@@ -276,7 +277,8 @@ class DetectionDistiller(BaseDetector):
                 extra = module.step_inputs(ctx, level) if hasattr(module, 'step_inputs') else {}
                 out = module(ctx.student_feats[level], teacher_feats[level], batch_data_samples, **extra)
             losses.update(_named_outputs(out, name, '' if level is None else f'_fpn{level}'))
-        teacher_outputs.shared.update({key: ctx.cache[key] for key in TEACHER_ONLY_CACHE_KEYS if key in ctx.cache})
+        teacher_outputs.shared.update({key: value for key, value in ctx.cache.items()
+                                       if isinstance(key, str) and key.startswith(TEACHER_ONLY_CACHE_KEYS)})
         return losses
 
 

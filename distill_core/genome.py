@@ -1,7 +1,9 @@
 """``Genome``: the immutable description of one searched distiller.
 
 A genome lists, per knowledge input, a term: whether it is enabled, its transform cascade (one op per slot),
-its distance and its weight. Ops are ``OpSpec(name, params)`` with names from ``TRANSFORMS``/``DISTANCES``.
+its distance, its weight and, for inputs that have them, the input's own searchable parameters (``INPUT_PARAMS``,
+e.g. the cross point of ``cross_head``). Ops are ``OpSpec(name, params)`` with names from
+``TRANSFORMS``/``DISTANCES``.
 
 * ``to_json()`` / ``from_json()`` round-trip exactly (configs embed the JSON or the dict).
 * ``canonical()`` is the form two genomes share when they provably compute the same loss: identity ops
@@ -18,7 +20,7 @@ import inspect
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 from . import distances as _distances  # noqa: F401  (registers the distances)
 from . import transforms as _transforms  # noqa: F401  (registers the transforms)
@@ -26,16 +28,43 @@ from .errors import ConfigError
 from .registry import DISTANCES, TRANSFORMS
 from .transforms import IDENTITY_OPS
 
-# The five knowledge inputs and their knowledge group (which decides the ops and distances allowed).
+# The knowledge inputs and their knowledge group (which decides the ops and distances allowed): DetKDS's five and
+# CrossKD's crossed-head predictions.
 KNOWLEDGE_INPUTS: Dict[str, str] = {
     'global': 'feature',
     'fg_bg': 'feature',
     'instance': 'feature',
     'logits': 'response',
     'localization': 'localization',
+    'cross_head': 'response',
 }
 
 Scalar = Union[str, int, float, bool]
+
+
+def _cross_index_problem(value: Scalar) -> Optional[str]:
+    if value == 'auto' or (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+                           and value == int(value)):
+        return None
+    return f'cross_index must be "auto" or an integer >= 0, got {value!r}'
+
+
+@dataclass(frozen=True)
+class InputParam:
+    default: Scalar
+    problem: Callable[[Scalar], Optional[str]]   # why a value is invalid, or None
+
+
+# Inputs that some detector families cannot serve (the reason: ``knowledge.INPUTS[name].family_problem``); the
+# search space asks only about these, so that it needs the model-side modules for them alone.
+FAMILY_SCOPED_INPUTS = frozenset({'cross_head'})
+
+# Searchable parameters of a knowledge input itself (genes of its term, not of an op), with their defaults.
+# cross_head.cross_index: the head-tower position where the student crosses into the teacher's head; "auto" is
+# CrossKD's published rule for the head (3 of 4 stacked convs for GFL/RetinaNet, 2 of 4 for FCOS).
+INPUT_PARAMS: Dict[str, Dict[str, InputParam]] = {
+    'cross_head': {'cross_index': InputParam('auto', _cross_index_problem)},
+}
 
 
 def _registry_class(name: str, registry, what: str):
@@ -136,10 +165,20 @@ class Term:
     transforms: Tuple[OpSpec, ...] = ()
     distance: OpSpec = OpSpec('l1')
     weight: float = 1.0
+    params: Tuple[Tuple[str, Scalar], ...] = ()   # the input's own parameters (INPUT_PARAMS), sorted pairs
 
     def __post_init__(self):
         if self.input not in KNOWLEDGE_INPUTS:
             raise ConfigError(f'unknown knowledge input {self.input!r}; known: {list(KNOWLEDGE_INPUTS)}')
+        known = INPUT_PARAMS.get(self.input, {})
+        params = dict(self.params)
+        for key, value in params.items():
+            if key not in known:
+                raise ConfigError(f'{self.input}: unknown input parameter {key!r}; known: {sorted(known)}')
+            problem = known[key].problem(value)
+            if problem:
+                raise ConfigError(f'{self.input}: {problem}')
+        object.__setattr__(self, 'params', tuple(sorted(params.items())))
         object.__setattr__(self, 'transforms', tuple(OpSpec.parse(op) for op in self.transforms))
         object.__setattr__(self, 'distance', OpSpec.parse(self.distance))
         weight = self.weight
@@ -160,19 +199,28 @@ class Term:
     def replace(self, **changes) -> 'Term':
         return dataclasses.replace(self, **changes)
 
+    @property
+    def input_params(self) -> Dict[str, Scalar]:
+        """The input's parameters, defaults completed."""
+        return {**{k: p.default for k, p in INPUT_PARAMS.get(self.input, {}).items()}, **dict(self.params)}
+
     def canonical(self) -> 'Term':
         ops = tuple(op.canonical('transform') for op in self.transforms if op.name not in IDENTITY_OPS)
-        return Term(self.input, True, ops, self.distance.canonical('distance'), self.weight)
+        params = tuple((k, _canonical_value(v)) for k, v in self.input_params.items())
+        return Term(self.input, True, ops, self.distance.canonical('distance'), self.weight, params)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {'input': self.input, 'enabled': self.enabled,
+        data = {'input': self.input, 'enabled': self.enabled,
                 'transforms': [op.to_dict() for op in self.transforms],
                 'distance': self.distance.to_dict(), 'weight': self.weight}
+        if self.input in INPUT_PARAMS:   # only these inputs: the dicts (and keys) of the others stay as they were
+            data['params'] = dict(self.params)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping) -> 'Term':
         data = dict(data)
-        unknown = set(data) - {'input', 'enabled', 'transforms', 'distance', 'weight'}
+        unknown = set(data) - {'input', 'enabled', 'transforms', 'distance', 'weight', 'params'}
         if unknown:
             raise ConfigError(f'genome term: unknown key(s) {sorted(unknown)}')
         if 'input' not in data:
@@ -182,11 +230,16 @@ class Term:
             raise ConfigError(f'{data["input"]}: transforms must be a list of ops')
         return cls(input=data['input'], enabled=data.get('enabled', True),
                    transforms=tuple(OpSpec.parse(op) for op in transforms),
-                   distance=OpSpec.parse(data.get('distance', 'l1')), weight=data.get('weight', 1.0))
+                   distance=OpSpec.parse(data.get('distance', 'l1')), weight=data.get('weight', 1.0),
+                   params=tuple(dict(data.get('params') or {}).items()))
 
     def formula(self) -> str:
         cascade = ' -> '.join(op.label('transform') for op in self.transforms) or 'id'
-        text = f'{self.input}: {cascade} | {self.distance.label("distance")} x{self.weight:g}'
+        defaults = {k: p.default for k, p in INPUT_PARAMS.get(self.input, {}).items()}
+        shown = [f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in self.params
+                 if _canonical_value(defaults[k]) != _canonical_value(v)]
+        name = f'{self.input}({", ".join(shown)})' if shown else self.input
+        text = f'{name}: {cascade} | {self.distance.label("distance")} x{self.weight:g}'
         return text if self.enabled else f'{text} (disabled)'
 
 

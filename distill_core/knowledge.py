@@ -1,4 +1,4 @@
-"""The five DetKDS knowledge inputs, and where each detector family keeps what they need.
+"""The knowledge inputs of the search space: what each takes from a training step.
 
 A knowledge input turns one training step (``DistillContext``) into named parts, each a list of
 ``(student, teacher)`` tensor pairs plus a factor; the searched loss applies its cascade and distance to
@@ -17,10 +17,13 @@ every pair and sums them (one sum per part, as the reference release summed one 
 * ``localization`` (absent from the release): the dense head's regression decoded to boxes with the head's
   own coder at its anchors/points, on positions where the teacher's max class score exceeds ``score_thr``
   (at least ``min_positions``, by teacher score); boxes are in units of the position's stride (so L1 is
-  comparable across levels; IoU/GIoU are scale-free). GFL offers ``kl`` on its box-side distributions.
+  comparable across levels; IoU/GIoU are scale-free). GFL offers ``kl`` on its box-side distributions;
+* ``cross_head`` (CrossKD): the class maps of the student's head crossed into the teacher's head at the input
+  parameter ``cross_index`` (``cross_head.py``) through a sigmoid, against the teacher's own; dense heads with
+  stacked-conv towers only (GFL, RetinaNet, FCOS), the reason otherwise in ``DetectorFamily.cross_problem``.
 
-Adding a detector family = one ``DetectorFamily`` subclass in ``FAMILIES`` saying where its dense head, class
-maps and boxes are.
+Where each detector family keeps those tensors (dense head, class maps, boxes, targets, head towers) is
+``families.py``; this module only says what each input takes (recorders vs. connectors, as in mmrazor).
 """
 from __future__ import annotations
 
@@ -30,12 +33,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from mmdet.models.dense_heads import FCOSHead, GFLHead, RepPointsHead, RetinaHead, RPNHead
-from mmdet.structures.bbox import get_box_tensor
-from torch import Tensor, nn
+from torch import Tensor
 
 from .context import DistillContext, dense_head_name
+from .cross_head import crossed_outputs, recorder_points, resolve_cross_index
 from .errors import ConfigError
+from .families import DetectorFamily
 from .masks import fg_bg_masks_levels
 from .roi_align import RoIAlign
 
@@ -55,188 +58,6 @@ class Part:
     masks: Optional[List[Tensor]] = None
 
 
-@dataclass
-class DenseBoxes:
-    """Decoded dense predictions of a whole batch, all levels concatenated (P positions per image)."""
-    boxes: Tensor                 # N x P x 4, xyxy in input pixels
-    scores: Tensor                # N x P, max class probability
-    strides: Tensor               # P
-    distributions: Optional[Tensor] = None   # N x P x 4 x (reg_max + 1) box-side logits (GFL)
-
-
-def _flat(x: Tensor, per_position: int) -> Tensor:
-    """``N x (A*K) x H x W`` -> ``N x (H*W*A) x K`` (MMDetection's prior order)."""
-    n = x.shape[0]
-    return x.permute(0, 2, 3, 1).reshape(n, -1, per_position)
-
-
-def _sizes(maps: Sequence[Tensor]) -> List[Tuple[int, int]]:
-    return [tuple(m.shape[-2:]) for m in maps]
-
-
-def _priors(head, maps: Sequence[Tensor]) -> Tuple[List[Tensor], Tensor]:
-    """The head's priors (anchors or points) per level for these maps, and each prior's stride (flat)."""
-    priors = head.prior_generator.grid_priors(_sizes(maps), dtype=maps[0].dtype, device=maps[0].device)
-    strides = torch.cat([torch.full((p.shape[0],), float(s[0] if isinstance(s, (tuple, list)) else s),
-                                    device=maps[0].device)
-                         for p, s in zip(priors, head.prior_generator.strides)])
-    return priors, strides
-
-
-class DetectorFamily:
-    """Where a detector keeps its dense classification maps and boxes."""
-    name = 'base'
-    head_types: Tuple[type, ...] = ()
-    has_distributions = False
-
-    def dense_head(self, detector: nn.Module) -> nn.Module:
-        return getattr(detector, dense_head_name(detector))
-
-    def class_maps(self, outputs) -> List[Tensor]:
-        """Per-level raw classification maps ``N x (A*K) x H x W``."""
-        return list(outputs[0])
-
-    def num_classes_per_prior(self, head) -> int:
-        return head.cls_out_channels
-
-    def scores(self, head, outputs) -> Tensor:
-        k = self.num_classes_per_prior(head)
-        return torch.cat([_flat(m, k) for m in self.class_maps(outputs)], 1).sigmoid().amax(-1)
-
-    def dense_boxes(self, head, outputs) -> DenseBoxes:
-        raise NotImplementedError
-
-    def roi_logits(self, ctx: DistillContext, max_per_image: Optional[int] = None) -> Optional[Tuple[Tensor, Tensor]]:
-        return None
-
-    def student_recorders(self) -> Dict[str, str]:
-        return {}
-
-
-class AnchorDeltaFamily(DetectorFamily):
-    """Anchor grid + DeltaXYWH coder (RetinaNet; the RPN of two-stage detectors)."""
-
-    def dense_boxes(self, head, outputs) -> DenseBoxes:
-        cls_maps, reg_maps = self.class_maps(outputs), list(outputs[1])
-        n = reg_maps[0].shape[0]
-        anchors, strides = _priors(head, reg_maps)
-        anchors = torch.cat(anchors).unsqueeze(0).expand(n, -1, -1).reshape(-1, 4)
-        deltas = torch.cat([_flat(r, 4) for r in reg_maps], 1).reshape(-1, 4)
-        boxes = get_box_tensor(head.bbox_coder.decode(anchors, deltas)).reshape(n, -1, 4)
-        return DenseBoxes(boxes, self.scores(head, outputs), strides)
-
-
-class RetinaNetFamily(AnchorDeltaFamily):
-    name = 'retinanet'
-    head_types = (RetinaHead,)
-
-
-class FCOSFamily(DetectorFamily):
-    name = 'fcos'
-    head_types = (FCOSHead,)
-
-    def dense_boxes(self, head, outputs) -> DenseBoxes:
-        reg_maps = list(outputs[1])
-        n = reg_maps[0].shape[0]
-        points, strides = _priors(head, reg_maps)
-        dist = torch.cat([_flat(r, 4) for r in reg_maps], 1)
-        # FCOS with norm_on_bbox predicts in stride units and multiplies by the stride only in eval mode
-        if head.norm_on_bbox and head.training:
-            dist = dist * strides.view(1, -1, 1)
-        points = torch.cat(points).unsqueeze(0).expand(n, -1, -1).reshape(-1, 2)
-        boxes = get_box_tensor(head.bbox_coder.decode(points, dist.reshape(-1, 4))).reshape(n, -1, 4)
-        return DenseBoxes(boxes, self.scores(head, outputs), strides)
-
-
-class GFLFamily(AnchorDeltaFamily):
-    name = 'gfl'
-    head_types = (GFLHead,)
-    has_distributions = True
-
-    def dense_boxes(self, head, outputs) -> DenseBoxes:
-        reg_maps = list(outputs[1])
-        n = reg_maps[0].shape[0]
-        bins = head.reg_max + 1
-        anchors, strides = _priors(head, reg_maps)
-        centers = head.anchor_center(torch.cat(anchors))
-        dist_logits = torch.cat([_flat(r, 4 * bins) for r in reg_maps], 1).reshape(n, -1, 4, bins)
-        project = torch.arange(bins, dtype=dist_logits.dtype, device=dist_logits.device)
-        distances = (F.softmax(dist_logits, -1) * project).sum(-1) * strides.view(1, -1, 1)
-        points = centers.unsqueeze(0).expand(n, -1, -1).reshape(-1, 2)
-        boxes = get_box_tensor(head.bbox_coder.decode(points, distances.reshape(-1, 4))).reshape(n, -1, 4)
-        return DenseBoxes(boxes, self.scores(head, outputs), strides, dist_logits)
-
-
-class RepPointsFamily(DetectorFamily):
-    """Refined point sets -> boxes with the head's own ``points2bbox`` (moment/minmax), as its predictor."""
-    name = 'reppoints'
-    head_types = (RepPointsHead,)
-
-    def dense_boxes(self, head, outputs) -> DenseBoxes:
-        if len(outputs) == 3:   # training forward: (cls, pts_init, pts_refine)
-            offsets = [head.points2bbox(p) for p in outputs[2]]
-        else:                   # eval forward already returns points2bbox(pts_refine)
-            offsets = list(outputs[1])
-        n = offsets[0].shape[0]
-        points, strides = _priors(head, offsets)
-        centers = torch.cat(points)[:, :2].repeat(1, 2)
-        boxes = torch.cat([_flat(o, 4) for o in offsets], 1) * strides.view(1, -1, 1) + centers
-        return DenseBoxes(boxes, self.scores(head, outputs), strides)
-
-
-class TwoStageFamily(AnchorDeltaFamily):
-    """Faster R-CNN style: RPN as the dense head, plus the RoI head's classification of sampled RoIs."""
-    name = 'faster_rcnn'
-    head_types = (RPNHead,)
-    _EXTRACTOR, _BBOX_HEAD = 'searched.bbox_roi_extractor', 'searched.bbox_head'
-
-    def student_recorders(self) -> Dict[str, str]:
-        return {self._EXTRACTOR: 'roi_head.bbox_roi_extractor', self._BBOX_HEAD: 'roi_head.bbox_head'}
-
-    def roi_logits(self, ctx: DistillContext, max_per_image: Optional[int] = None) -> Optional[Tuple[Tensor, Tensor]]:
-        """Student and teacher class logits of the student's sampled RoIs; with ``max_per_image``, only the
-        first RoIs of each image: the sampler puts positives first, so all positives (25 % of 512 by default)
-        and the first negatives are kept, and the teacher's RoI head (its cost grows with the RoI count)
-        runs on far fewer RoIs."""
-        extractor_call = ctx.recorded_call(self._EXTRACTOR)
-        head_call = ctx.recorded_call(self._BBOX_HEAD)
-        if extractor_call is None or head_call is None:
-            return None   # RoI head not run this step (or recorders not installed): RPN logits only
-        rois = extractor_call[0][1].detach()
-        student_cls = head_call[1][0]
-        if max_per_image is not None:
-            image = rois[:, 0].long()   # RoIs are grouped by image, in sampling order
-            counts = torch.bincount(image, minlength=int(image.max()) + 1 if len(image) else 0)
-            starts = torch.cumsum(counts, 0) - counts
-            keep = (torch.arange(len(rois), device=rois.device) - starts[image]) < max_per_image
-            rois, student_cls = rois[keep], student_cls[keep]
-        roi_head = ctx.teacher.roi_head
-        with torch.no_grad():
-            extractor = roi_head.bbox_roi_extractor
-            feats = extractor(tuple(ctx.teacher_feats[:extractor.num_inputs]), rois)
-            if getattr(roi_head, 'with_shared_head', False):
-                feats = roi_head.shared_head(feats)
-            teacher_cls = roi_head.bbox_head(feats)[0]
-        return student_cls, teacher_cls
-
-
-FAMILIES: Dict[str, DetectorFamily] = {f.name: f for f in (
-    RetinaNetFamily(), FCOSFamily(), GFLFamily(), RepPointsFamily(), TwoStageFamily())}
-
-
-def family_of(detector: nn.Module) -> DetectorFamily:
-    """The family of a detector, from its dense head's type (most specific class first)."""
-    head = getattr(detector, dense_head_name(detector))
-    for family in (FAMILIES['gfl'], FAMILIES['retinanet'], FAMILIES['fcos'], FAMILIES['reppoints'],
-                   FAMILIES['faster_rcnn']):
-        if isinstance(head, family.head_types):
-            if family.name == 'faster_rcnn' and getattr(detector, 'roi_head', None) is None:
-                break
-            return family
-    raise ConfigError(f'searched distillation does not know the detector family of {type(detector).__name__} '
-                      f'(dense head {type(head).__name__}); known: {sorted(FAMILIES)}')
-
-
 # ------------------------------------------------------------------------------------------------ inputs
 class KnowledgeInput:
     name = ''
@@ -252,6 +73,18 @@ class KnowledgeInput:
 
     def parts(self, ctx: DistillContext, family: DetectorFamily, distance: str) -> List[Part]:
         raise NotImplementedError
+
+    # whether the input reads recorded student module calls (``student_recorders``)
+    uses_recorders = False
+
+    def student_recorders(self, student, family: DetectorFamily) -> Dict[str, str]:
+        """Student modules whose calls the distiller must record for this input."""
+        return {}
+
+    @classmethod
+    def family_problem(cls, family: DetectorFamily) -> Optional[str]:
+        """Why this input cannot serve the family, or None."""
+        return None
 
 
 class GlobalFeatures(KnowledgeInput):
@@ -328,6 +161,10 @@ class InstanceFeatures(KnowledgeInput):
 
 class LogitsResponse(KnowledgeInput):
     name = 'logits'
+    uses_recorders = True   # two-stage: the RoI head's calls
+
+    def student_recorders(self, student, family):
+        return family.student_recorders()
     # Two-stage: RoI classification on at most this many sampled RoIs per image (positives first); None = all.
     defaults = {'max_rois_per_image': 32}
 
@@ -377,5 +214,29 @@ class LocalizationResponse(KnowledgeInput):
         return chosen
 
 
+class CrossHeadResponse(KnowledgeInput):
+    name = 'cross_head'
+    defaults = {'cross_index': 'auto'}
+    uses_recorders = True   # the student's head towers at the cross point
+
+    def _index(self, student, teacher, family: DetectorFamily) -> int:
+        return resolve_cross_index(family, family.dense_head(student),
+                                   family.dense_head(teacher) if teacher is not None else None,
+                                   self.options['cross_index'])
+
+    def student_recorders(self, student, family):
+        return recorder_points(student, self._index(student, None, family))
+
+    @classmethod
+    def family_problem(cls, family):
+        return family.cross_problem
+
+    def parts(self, ctx, family, distance):
+        crossed, teacher = crossed_outputs(ctx, family, self._index(ctx.student, ctx.teacher, family))
+        pairs = [(r.sigmoid(), t.sigmoid()) for r, t in zip(family.class_maps(crossed), family.class_maps(teacher))]
+        return [Part('cross_head', pairs)]
+
+
 INPUTS: Dict[str, type] = {cls.name: cls for cls in (
-    GlobalFeatures, ForegroundBackgroundFeatures, InstanceFeatures, LogitsResponse, LocalizationResponse)}
+    GlobalFeatures, ForegroundBackgroundFeatures, InstanceFeatures, LogitsResponse, LocalizationResponse,
+    CrossHeadResponse)}

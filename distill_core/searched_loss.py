@@ -23,7 +23,8 @@ from torch import Tensor, nn
 from .context import DistillContext
 from .errors import ConfigError
 from .genome import Genome, Term
-from .knowledge import INPUTS, DetectorFamily, family_of
+from .families import DetectorFamily, family_of
+from .knowledge import INPUTS
 from .transforms import cascade_pair
 
 
@@ -33,7 +34,8 @@ class SearchedTerm(nn.Module):
     def __init__(self, term: Term, options: Optional[Mapping] = None):
         super().__init__()
         self.term = term
-        self.knowledge = INPUTS[term.input](**dict(options or {}))
+        # the term's own input parameters (genes, e.g. the cross point) over the config's fixed input options
+        self.knowledge = INPUTS[term.input](**{**dict(options or {}), **term.input_params})
         try:
             self.cascade = nn.ModuleList(op.build('transform') for op in term.transforms)
             self.distance = term.distance.build('distance')
@@ -183,14 +185,25 @@ class SearchedDistillLoss(nn.Module):
         self._family: Optional[DetectorFamily] = None
 
     def student_recorders_for(self, student: nn.Module) -> Dict[str, str]:
-        """Student submodules whose calls the distiller must record (two-stage RoI logits)."""
-        if 'logits' not in self.terms:
+        """Student submodules whose calls the distiller must record (two-stage RoI logits, crossed head towers)."""
+        if not any(term.knowledge.uses_recorders for term in self.terms.values()):
             return {}
-        return family_of(student).student_recorders()
+        family = self._check_family(family_of(student))
+        recorders: Dict[str, str] = {}
+        for term in self.terms.values():
+            recorders.update(term.knowledge.student_recorders(student, family))
+        return recorders
+
+    def _check_family(self, family: DetectorFamily) -> DetectorFamily:
+        for term in self.terms.values():
+            problem = type(term.knowledge).family_problem(family)
+            if problem:
+                raise ConfigError(f'genome term {term.term.input!r} is not defined for {family.name}: {problem}')
+        return family
 
     def forward(self, ctx: DistillContext) -> Dict[str, Tensor]:
         if self._family is None:
-            self._family = family_of(ctx.student)
+            self._family = self._check_family(family_of(ctx.student))
         losses: Dict[str, Tensor] = {}
         for term in self.terms.values():
             losses.update(term(ctx, self._family))

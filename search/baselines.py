@@ -1,7 +1,7 @@
 """Published baselines under the search's own proxy: reference lines for the dashboard and the report.
 
-``none`` trains the student alone; ``fgd``, ``mgd`` and ``pkd`` train it with that method's distillation losses
-(``FGDLoss`` / ``MGDLoss`` / ``PKDLoss``), on exactly the proxy task, seed and budget of the search's
+``none`` trains the student alone; ``fgd``, ``mgd``, ``pkd``, ``crosskd`` and ``bckd`` train it with that method's
+distillation losses (``FGDLoss`` / ``MGDLoss`` / ``PKDLoss`` / ``CrossKDLoss`` / ``BCKDLoss``), on exactly the proxy task, seed and budget of the search's
 exploration trials. Each run is stored as a trial with user attribute ``baseline=<name>`` and no ``key``, so the
 evolution's replay and the export ranking ignore it.
 
@@ -9,7 +9,9 @@ Where the losses come from: the search config's optional ``baselines`` section, 
 dict ``name -> distiller config`` (whose ``model.distill_losses`` is used; ``None`` for ``none``). A bare name
 (``fgd``) resolves to the shipped demo config ``configs/distillers/<name>/<name>_demo_<family>.py`` only for a
 demo student (``configs/demo/...``): the demo weights are calibrated for the demo's 64-channel FPN, so a COCO
-pair must name its method configs explicitly.
+pair must name its method configs explicitly. Without a ``baselines`` section, a demo search runs every default
+method that has a shipped demo config for its family (CrossKD: GFL, RetinaNet, FCOS; BCKD: GFL; MGD: RetinaNet,
+RepPoints; ...).
 
 Baselines run one after another in the calling process (the controller at the end of a search, or
 ``detkds-search baselines``); a baseline already COMPLETE for the same seed is not run again.
@@ -30,7 +32,7 @@ from . import study as st
 from .results import ATTR_BASELINE, baseline_label
 from .storage import ATTR_FAIL_REASON, ATTR_FORMULA, ATTR_SEED, ATTR_WALL_TIME
 
-DEFAULT_BASELINES = ('none', 'fgd', 'mgd', 'pkd')
+DEFAULT_BASELINES = ('none', 'fgd', 'mgd', 'pkd', 'crosskd', 'bckd')
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
@@ -38,8 +40,8 @@ def baseline_specs(search_raw: Mapping[str, Any], source: str,
                    names: Optional[Sequence[str]] = None) -> Dict[str, Optional[str]]:
     """``name -> distiller config path`` (None for ``none``) of the baselines to run, checked."""
     section = search_raw.get('baselines')
-    if section is None:
-        section = list(DEFAULT_BASELINES)
+    if section is None:   # the defaults that serve this pair's family (a non-demo pair fails below, naming them)
+        section = [n for n in DEFAULT_BASELINES if n == 'none' or _serves_family(n, search_raw)]
     if isinstance(section, (list, tuple)):
         section = {str(name): None for name in section}
     if not isinstance(section, Mapping):
@@ -62,18 +64,32 @@ def baseline_specs(search_raw: Mapping[str, Any], source: str,
     return specs
 
 
-def _demo_config(name: str, search_raw: Mapping[str, Any], source: str) -> str:
-    from .config import FAMILY_OF_TYPE
-    from distill_core.model_config import resolve_model_config
+def _is_demo_student(search_raw: Mapping[str, Any]) -> bool:
     student = (search_raw.get('student') or {}).get('config')
     folder = osp.dirname(osp.abspath(student)) if isinstance(student, str) else ''
-    if (osp.basename(folder), osp.basename(osp.dirname(folder))) != ('demo', 'configs'):
+    return (osp.basename(folder), osp.basename(osp.dirname(folder))) == ('demo', 'configs')
+
+
+def _demo_path(name: str, search_raw: Mapping[str, Any]) -> str:
+    from .config import FAMILY_OF_TYPE
+    from distill_core.model_config import resolve_model_config
+    student = search_raw['student']['config']
+    family = FAMILY_OF_TYPE.get(resolve_model_config(student, 'student').get('type'))
+    return osp.join(REPO_ROOT, 'configs', 'distillers', name, f'{name}_demo_{family}.py')
+
+
+def _serves_family(name: str, search_raw: Mapping[str, Any]) -> bool:
+    """Whether the method has a shipped demo config for the demo pair's family (True for a non-demo pair)."""
+    return not _is_demo_student(search_raw) or osp.isfile(_demo_path(name, search_raw))
+
+
+def _demo_config(name: str, search_raw: Mapping[str, Any], source: str) -> str:
+    if not _is_demo_student(search_raw):
         raise ConfigError(f'{source}: baseline {name!r} has no shipped config for this (non-demo) pair; give '
                           f'baselines=dict({name}=\'configs/distillers/{name}/<your config>.py\')')
-    family = FAMILY_OF_TYPE.get(resolve_model_config(student, 'student').get('type'))
-    path = osp.join(REPO_ROOT, 'configs', 'distillers', name, f'{name}_demo_{family}.py')
+    path = _demo_path(name, search_raw)
     if not osp.isfile(path):
-        raise ConfigError(f'{source}: baseline {name!r}: no shipped demo config for the {family} pair '
+        raise ConfigError(f'{source}: baseline {name!r}: no shipped demo config for this demo pair '
                           f'({osp.relpath(path, REPO_ROOT)})')
     return path
 

@@ -2,7 +2,9 @@
 
 Stage 1 (:class:`Stage1Ops`, one per knowledge input): a genome holds one enabled term; its genes are the op of
 each cascade slot, each op's searchable parameters (temperature, mask ratio, ...), the distance and its
-parameters, and the weight from the stage-1 options of the input's group.
+parameters, the input's own parameters (the cross point of ``cross_head``) and the weight from the stage-1 options
+of the input's group. An input the detector family cannot serve has no stage-1 stream (an error, with the reason,
+when the search config names it).
 
 Stage 2 (:class:`Stage2Ops`): the stage-1 winners' formulations are fixed; the genes are one weight per term from
 the stage-2 options of its input, where 0 switches the term off (at least one term stays on).
@@ -56,6 +58,9 @@ class Stage1Ops(_KeyCache):
         if input not in space.inputs:
             raise ConfigError(f'{space.source}: knowledge input {input!r} is not in the search space '
                               f'(inputs: {list(space.inputs)})')
+        problem = space.input_problem(input, family)
+        if problem:
+            raise ConfigError(f'{space.source}: {problem}')
         self.space, self.input, self.family = space, input, family
         self.tables = space.slot_tables(input)
         self.weights = space.weight_options(input, 1)
@@ -105,6 +110,8 @@ class Stage1Ops(_KeyCache):
             genes.append(('distance',))
         genes += [('distance_param', p) for p, v in sorted(self.space.param_options(term.distance.name).items())
                   if len(v) > 1]
+        genes += [('input_param', p) for p, v in sorted(self.space.input_param_options(self.input).items())
+                  if len(v) > 1]
         if len(self.weights) > 1:
             genes.append(('weight',))
         return genes
@@ -128,6 +135,11 @@ class Stage1Ops(_KeyCache):
             return term.replace(distance=self.space.sample_params(rng.choice(allowed), rng))
         if kind == 'distance_param':
             return term.replace(distance=self._with_param(term.distance, gene[1], 'distance', rng))
+        if kind == 'input_param':
+            param = gene[1]
+            current = term.input_params[param]
+            options = [v for v in self.space.input_param_options(self.input)[param] if v != current]
+            return term.replace(params=tuple({**dict(term.params), param: rng.choice(options)}.items()))
         return term.replace(weight=rng.choice([w for w in self.weights if w != term.weight]))
 
     # ------------------------------------------------------------------------- SearchSpaceOps
@@ -153,13 +165,15 @@ class Stage1Ops(_KeyCache):
         return genome
 
     def crossover(self, a: Genome, b: Genome, rng: random.Random) -> Genome:
-        """Uniform crossover of slots (op with its parameters), distance (with its parameters) and weight."""
+        """Uniform crossover of slots (op with its parameters), distance (with its parameters), weight and the
+        input's own parameters."""
         ta, tb = a.terms[0], b.terms[0]
         for _ in range(MAX_REDRAWS):
             ops = tuple(x if rng.random() < 0.5 else y for x, y in zip(ta.transforms, tb.transforms))
             distance = ta.distance if rng.random() < 0.5 else tb.distance
             weight = ta.weight if rng.random() < 0.5 else tb.weight
-            child = self._repaired(Term(self.input, True, ops, distance, weight), rng)
+            params = tuple((k, v if rng.random() < 0.5 else tb.input_params[k]) for k, v in ta.input_params.items())
+            child = self._repaired(Term(self.input, True, ops, distance, weight, params), rng)
             if child is not None:
                 return child
         return a
@@ -263,5 +277,5 @@ def build_ops(space: Space, inputs: Optional[Sequence[str]] = None, family: Opti
               allow_disable: bool = True) -> Tuple[Dict[str, Stage1Ops], Callable[[Mapping[str, Genome]], Stage2Ops]]:
     """The adapters :class:`~search.evolution.Evolution` takes: stage-1 ops per input (the space's order unless
     ``inputs`` is given) and the stage-2 factory."""
-    stage1 = {name: Stage1Ops(space, name, family) for name in (inputs or space.inputs)}
+    stage1 = {name: Stage1Ops(space, name, family) for name in (inputs or space.offered_inputs(family))}
     return stage1, lambda winners: Stage2Ops(space, winners, allow_disable)

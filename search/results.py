@@ -23,7 +23,8 @@ from .storage import (ATTR_FAIL_REASON, ATTR_FORMULA, ATTR_GENERATION, ATTR_GENO
 
 STUDY_EXPORTED = 'exported_config'   # study attr: path of the last exported config
 ATTR_BASELINE = 'baseline'        # name of a reference run ('none', 'fgd', ...); such trials have no `key`
-BASELINE_LABELS = {'none': 'no distillation', 'fgd': 'FGD', 'mgd': 'MGD', 'pkd': 'PKD'}
+BASELINE_LABELS = {'none': 'no distillation', 'fgd': 'FGD', 'mgd': 'MGD', 'pkd': 'PKD', 'crosskd': 'CrossKD',
+                   'bckd': 'BCKD'}
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,11 @@
 restricts or extends it. Every problem (unknown key or op, a distance not allowed for a group, an empty table,
 a bad weight or parameter) raises ``ConfigError`` naming the file and the key.
 
-Sampling draws genomes that are valid by construction: ops from each slot's table, op parameters from their
-option lists, a distance compatible with the drawn cascade (e.g. no ``kl`` after ``logsoftmax_*``, no ``ssim``
-after a flattening op) and with the detector family (``family_only``), and a weight from the stage's options.
+Sampling draws genomes that are valid by construction: ops from each slot's table, op parameters and the input's
+own parameters (``input_params``, e.g. the cross point of ``cross_head``) from their option lists, only inputs the
+detector family can serve (``cross_head`` needs a dense head with stacked-conv towers), a distance compatible
+with the drawn cascade (e.g. no ``kl`` after ``logsoftmax_*``, no ``ssim`` after a flattening op) and with the
+detector family (``family_only``), and a weight from the stage's options.
 All randomness comes from the ``random.Random`` passed in, so a seeded controller reproduces its proposals.
 """
 from __future__ import annotations
@@ -22,7 +24,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import yaml
 
 from distill_core.errors import ConfigError
-from distill_core.genome import KNOWLEDGE_INPUTS, Genome, OpSpec, Term, op_defaults
+from distill_core.genome import (FAMILY_SCOPED_INPUTS, INPUT_PARAMS, KNOWLEDGE_INPUTS, Genome, OpSpec, Term,
+                                 op_defaults)
 from distill_core.registry import DISTANCES, TRANSFORMS
 
 class _YamlLoader(yaml.SafeLoader):
@@ -42,7 +45,7 @@ def read_yaml(path: Union[str, Path]) -> Any:
 
 DEFAULT_SPACE_FILE = Path(__file__).resolve().parents[1] / 'search_space.yaml'
 GROUPS = ('feature', 'response', 'localization')
-TOP_KEYS = {'version', 'inputs', 'groups', 'family_only', 'params', 'weights', 'published'}
+TOP_KEYS = {'version', 'inputs', 'groups', 'family_only', 'params', 'input_params', 'weights', 'published'}
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class Space:
     inputs: Tuple[str, ...]
     groups: Dict[str, GroupSpace]
     params: Dict[str, Dict[str, Tuple[Any, ...]]] = field(default_factory=dict)
+    input_params: Dict[str, Dict[str, Tuple[Any, ...]]] = field(default_factory=dict)
     family_only: Dict[str, Dict[str, Tuple[str, ...]]] = field(default_factory=dict)
     stage1_weights: Dict[str, Tuple[float, ...]] = field(default_factory=dict)
     stage2_weights: Dict[str, Tuple[float, ...]] = field(default_factory=dict)
@@ -91,6 +95,25 @@ class Space:
 
     def param_options(self, op: str) -> Dict[str, Tuple[Any, ...]]:
         return self.params.get(op, {})
+
+    def input_param_options(self, input: str) -> Dict[str, Tuple[Any, ...]]:
+        """Option lists of the input's own searchable parameters (e.g. ``cross_head.cross_index``)."""
+        return self.input_params.get(input, {})
+
+    def input_problem(self, input: str, family: Optional[str]) -> Optional[str]:
+        """Why ``input`` is not offered for the detector ``family`` (None: offered, or family unknown)."""
+        if family is None or input not in FAMILY_SCOPED_INPUTS:
+            return None
+        from distill_core.families import FAMILIES   # heavy imports only for family-scoped inputs
+        from distill_core.knowledge import INPUTS
+        if family not in FAMILIES:
+            return None
+        problem = INPUTS[input].family_problem(FAMILIES[family])
+        return f'input {input!r} is not offered for {family}: {problem}' if problem else None
+
+    def offered_inputs(self, family: Optional[str] = None) -> Tuple[str, ...]:
+        """The space's inputs that the detector family can serve."""
+        return tuple(i for i in self.inputs if self.input_problem(i, family) is None)
 
     def weight_options(self, input: str, stage: int = 1) -> Tuple[float, ...]:
         if stage == 1:
@@ -137,21 +160,28 @@ class Space:
     def sample_weight(self, input: str, rng: random.Random, stage: int = 1) -> float:
         return float(rng.choice(self.weight_options(input, stage)))
 
+    def sample_input_params(self, input: str, rng: random.Random) -> Tuple[Tuple[str, Any], ...]:
+        return tuple((k, rng.choice(v)) for k, v in sorted(self.input_param_options(input).items()))
+
     def sample_term(self, input: str, rng: random.Random, stage: int = 1,
                     family: Optional[str] = None) -> Term:
         if input not in self.inputs:
             raise ConfigError(f'{self.source}: input {input!r} is not in this space (inputs: {list(self.inputs)})')
+        problem = self.input_problem(input, family)
+        if problem:
+            raise ConfigError(f'{self.source}: {problem}')
         for _ in range(100):
             transforms = self.sample_transforms(input, rng)
             distance = self.sample_distance(input, transforms, rng, family)
             if distance is not None:
-                return Term(input, True, transforms, distance, self.sample_weight(input, rng, stage))
+                return Term(input, True, transforms, distance, self.sample_weight(input, rng, stage),
+                            self.sample_input_params(input, rng))
         raise ConfigError(f'{self.source}: no valid distance for input {input!r} after 100 cascades '
                           f'(family {family!r}): check groups.{KNOWLEDGE_INPUTS[input]}.distances')
 
     def sample_genome(self, rng: random.Random, inputs: Optional[Sequence[str]] = None, stage: int = 1,
                       family: Optional[str] = None) -> Genome:
-        return Genome(tuple(self.sample_term(i, rng, stage, family) for i in (inputs or self.inputs)))
+        return Genome(tuple(self.sample_term(i, rng, stage, family) for i in (inputs or self.offered_inputs(family))))
 
     def published_terms(self, input: str) -> List[Term]:
         """The distinct published formulations of one input (by canonical form), in file order."""
@@ -170,6 +200,9 @@ class Space:
         """Why ``term`` is not in this space, or None."""
         if term.input not in self.inputs:
             return f'input {term.input!r} is not searched in this space'
+        problem = self.input_problem(term.input, family)
+        if problem:
+            return problem
         tables = self.slot_tables(term.input)
         if len(term.transforms) != len(tables):
             return f'{term.input}: {len(term.transforms)} transforms for {len(tables)} cascade slot(s)'
@@ -256,9 +289,10 @@ class _Loader:
                 self.fail('inputs', f'unknown knowledge input {name!r} (known: {list(KNOWLEDGE_INPUTS)})')
         groups = self.groups(self.mapping(data['groups'], 'groups'), inputs)
         params = self.params(self.mapping(data.get('params') or {}, 'params'), groups)
+        input_params = self.input_params(self.mapping(data.get('input_params') or {}, 'input_params'))
         family_only = self.family_only(self.mapping(data.get('family_only') or {}, 'family_only'), groups)
         stage1, stage2 = self.weights(self.mapping(data['weights'], 'weights'), inputs)
-        space = Space(self.source, inputs, groups, params, family_only, stage1, stage2)
+        space = Space(self.source, inputs, groups, params, input_params, family_only, stage1, stage2)
         space.published = self.published(self.mapping(data.get('published') or {}, 'published'), space)
         return space
 
@@ -325,8 +359,28 @@ class _Loader:
                 out[op][param] = tuple(values)
         return out
 
+    def input_params(self, data: Dict) -> Dict[str, Dict[str, Tuple]]:
+        out = {}
+        for input, options in data.items():
+            key = f'input_params.{input}'
+            if input not in KNOWLEDGE_INPUTS:   # an input left out of `inputs` may keep its options (as stage2)
+                self.fail(key, f'unknown knowledge input (known: {list(KNOWLEDGE_INPUTS)})')
+            known = INPUT_PARAMS.get(input, {})
+            out[input] = {}
+            for param, values in self.mapping(options, key).items():
+                if param not in known:
+                    self.fail(f'{key}.{param}', f'{input!r} has no such parameter (it takes {sorted(known)})')
+                if not isinstance(values, list) or not values:
+                    self.fail(f'{key}.{param}', 'expected a non-empty list of options')
+                for value in values:
+                    problem = known[param].problem(value)
+                    if problem:
+                        self.fail(f'{key}.{param}', f'option {value!r}: {problem}')
+                out[input][param] = tuple(values)
+        return out
+
     def family_only(self, data: Dict, groups: Dict[str, GroupSpace]) -> Dict[str, Dict[str, Tuple[str, ...]]]:
-        from distill_core.knowledge import FAMILIES   # heavy import (mmcv ops) only when the key is used
+        from distill_core.families import FAMILIES   # heavy import (mmcv ops) only when the key is used
         out = {}
         for group, rules in data.items():
             if group not in groups:

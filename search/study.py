@@ -90,6 +90,10 @@ def genome_params(space, genome) -> Dict[str, Any]:
         distances = space.group_of(term.input).distances
         if term.distance.name in distances:
             params[f'{term.input}.distance'] = (term.distance.name, CategoricalDistribution(distances))
+        for name, options in space.input_param_options(term.input).items():   # e.g. cross_head.cross_index
+            value = term.input_params[name]
+            if value in options:
+                params[f'{term.input}.{name}'] = (value, CategoricalDistribution(options))
         params[f'{term.input}.weight'] = (term.weight, FloatDistribution(0.0, 1000.0))
     return params
 

@@ -34,6 +34,11 @@ def _losses(path):
     ('pkd/pkd_faster_rcnn_r101_r50_2x_coco', dict(loss_weight=6)),
     ('pkd/pkd_retinanet_x101_r50_2x_coco', dict(loss_weight=10)),
     ('gkd/gkd_gfl_r101_r50_1x_coco', dict(beta_gkd=0.5, alpha_gkd=1e-3)),
+    ('crosskd/crosskd_gfl_r101_r50_1x_coco', dict(cross_index=3, reg_loss='kl', cls_weight=1.0, reg_weight=4.0)),
+    ('crosskd/crosskd_retinanet_r101_r50_2x_coco', dict(cross_index=3, reg_loss='giou', cls_weight=1.0,
+                                                        reg_weight=1.0)),
+    ('crosskd/crosskd_fcos_r101_r50_2x_coco', dict(cross_index=2, reg_loss='iou', cls_weight=0.4, reg_weight=0.75)),
+    ('bckd/bckd_gfl_r101_r50_1x_coco', dict(cls_weight=1.0, loc_weight=4.0, beta=1.0)),
 ])
 def test_coco_configs_carry_published_values(name, expected):
     cfg, losses = _losses(osp.join(DISTILLERS, f'{name}.py'))

@@ -15,7 +15,8 @@ from mmengine.structures import InstanceData
 from distill_core import ConfigError, Genome, SearchedDistillLoss
 from distill_core.distiller import DetectionDistiller
 from distill_core.genome import OpSpec, Term
-from distill_core.knowledge import FAMILIES, INPUTS, LocalizationResponse, family_of, fpn_levels
+from distill_core.families import FAMILIES, family_of
+from distill_core.knowledge import INPUTS, LocalizationResponse, fpn_levels
 from distill_core.roi_align import vectorised_pays
 from search.space import Space
 
@@ -36,7 +37,7 @@ ALL_INPUTS = Genome((
     term('localization', [], 'giou', 1),
 ))
 TERM_KEYS = {'global': ['loss_global'], 'fg_bg': ['loss_fg', 'loss_bg'], 'instance': ['loss_instance'],
-             'logits': ['loss_logits'], 'localization': ['loss_loc']}
+             'logits': ['loss_logits'], 'localization': ['loss_loc'], 'cross_head': ['loss_cross_head']}
 
 
 @pytest.fixture(scope='module')
@@ -66,7 +67,7 @@ def steps(tmp_path_factory, shapes_root):
 @pytest.mark.parametrize('family', DEMO_FAMILIES)
 def test_every_term_logged_and_reaches_the_student(steps, family):
     model, ctx, losses = steps[family]
-    keys = [f'loss_searched_{k[5:]}' for keys in TERM_KEYS.values() for k in keys]
+    keys = [f'loss_searched_{k[5:]}' for t in ALL_INPUTS.terms for k in TERM_KEYS[t.input]]
     assert all(k in losses for k in keys), sorted(losses)
     # the student's neck features and dense-head outputs of this step (response terms act on the latter)
     head_outputs = [t for level in ctx.student_head_outputs for t in level if t.requires_grad]
