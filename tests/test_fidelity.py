@@ -1,16 +1,13 @@
 """``detkds-search fidelity`` on a tiny panel: real proxy, reference and training-free runs on local Ray,
 statistics from the stored trials, resume after SIGKILL without re-running a finished run, one-line errors."""
 import json
-import os
-import signal
-import time
 
 import pytest
 from optuna.trial import TrialState
 
 from search.fidelity_stats import fidelity_summary, kendall_tau
 
-from .test_search_launch import cli, finish, kill_group, load, write_search_config
+from .test_search_launch import cli, finish, kill_after_finished, load, write_search_config
 
 ARGS = ['--panel', '4', '--seeds', '1', '--reference', '3', '--proxy', 'iterations=1,2']
 
@@ -30,22 +27,8 @@ def _runs(study):
 @pytest.mark.slow
 def test_fidelity_resumes_after_sigkill_and_reports_from_real_trials(tmp_path, shapes_root):
     config = fidelity_config(tmp_path, shapes_root)
-    proc = cli(['fidelity', config, '--study', 'f'] + ARGS, cwd=tmp_path)
-    deadline = time.time() + 600
-    try:
-        while time.time() < deadline:
-            time.sleep(2)
-            try:
-                done = [t for _, t in _runs(load(tmp_path, 'f')) if t.state.is_finished()]
-            except (KeyError, FileNotFoundError):   # the study is not in the journal yet
-                done = []
-            if len(done) >= 4:
-                break
-            assert proc.poll() is None, proc.stderr.read()[-3000:]
-        os.kill(proc.pid, signal.SIGKILL)   # the controller only: Ray's processes are its children
-        proc.wait(timeout=60)
-    finally:
-        kill_group(proc)
+    kill_after_finished(cli(['fidelity', config, '--study', 'f'] + ARGS, cwd=tmp_path),
+                        lambda: [t for _, t in _runs(load(tmp_path, 'f'))], 4)
     finished_before = {t.number: (t.state, t.value) for _, t in _runs(load(tmp_path, 'f')) if t.state.is_finished()}
     assert len(finished_before) >= 4
 

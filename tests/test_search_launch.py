@@ -63,6 +63,26 @@ def kill_group(proc):
         pass
 
 
+def kill_after_finished(proc, trials, count: int, timeout: float = 600) -> None:
+    """SIGKILL the controller ``proc`` (only it: Ray's processes are its children) once ``trials()`` holds
+    ``count`` finished trials; then its whole process group."""
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            time.sleep(2)
+            try:
+                done = [t for t in trials() if t.state.is_finished()]
+            except (KeyError, FileNotFoundError):   # the study is not in the journal yet
+                done = []
+            if len(done) >= count:
+                break
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        kill_group(proc)
+
+
 def load(tmp_path, name='s'):
     tmp_path = Path(tmp_path)
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
@@ -109,22 +129,8 @@ def test_tiny_search_completes_and_status_reports_it(tiny_search):
 
 def test_resume_after_sigkill(tmp_path, shapes_root):
     config = write_search_config(tmp_path, shapes_root)
-    proc = cli(['launch', config, '--study', 's'], cwd=tmp_path)
-    deadline = time.time() + 600
-    try:
-        while time.time() < deadline:
-            time.sleep(2)
-            try:
-                done = [t for t in load(tmp_path).get_trials(deepcopy=False) if t.state.is_finished()]
-            except (KeyError, FileNotFoundError):   # the study is not in the journal yet
-                done = []
-            if len(done) >= 3:
-                break
-            assert proc.poll() is None, proc.stderr.read()[-3000:]
-        os.kill(proc.pid, signal.SIGKILL)       # the controller only: Ray's processes are its children
-        proc.wait(timeout=60)
-    finally:
-        kill_group(proc)
+    kill_after_finished(cli(['launch', config, '--study', 's'], cwd=tmp_path),
+                        lambda: load(tmp_path).get_trials(deepcopy=False), 3)
     before = load(tmp_path).get_trials(deepcopy=False)
     finished_before = {t.number: t.state for t in before if t.state.is_finished()}
     rc, out, err = finish(cli(['launch', config, '--study', 's'], cwd=tmp_path))
