@@ -57,14 +57,16 @@ def test_stage1_offspring_stay_in_the_space(space, input, family):
     assert changed >= 0.9 * DRAWS
 
 
-def test_stage1_seeds_are_the_published_formulations_on_the_stage1_grid(space):
+def test_stage1_seeds_are_the_published_formulations(space):
+    """The published methods' at their exact weights (tests/test_space_published.py), then each DetKDS release
+    formulation once, at the first pair's weight moved to the stage-1 grid."""
     global_seeds = Stage1Ops(space, 'global').seeds()
-    assert op_names(global_seeds[0]) == ('catt', 'scale_r2', 'norm_N')
-    assert global_seeds[0].terms[0].distance.name == 'l1'
-    assert global_seeds[0].terms[0].weight == 5.0            # published 6 -> nearest option of {1, 2, 5, 10}
-    # published weights 6, 2, 5, 10 -> options 5, 2, 5, 10: three distinct seeds
-    assert [g.terms[0].weight for g in global_seeds] == [5.0, 2.0, 10.0]
-    assert {op_names(g) for g in global_seeds} == {('catt', 'scale_r2', 'norm_N')}
+    methods = [Genome(space.methods[name].terms).key() for name in ('pkd', 'mgd')]
+    assert [g.key() for g in global_seeds[:2]] == methods
+    detkds = global_seeds[2:]
+    assert len(detkds) == 1 and op_names(detkds[0]) == ('catt', 'scale_r2', 'norm_N')
+    assert detkds[0].terms[0].distance.name == 'l1'
+    assert detkds[0].terms[0].weight == 5.0            # published 6 (RetinaNet) -> nearest option of {1, 2, 5, 10}
     logits = Stage1Ops(space, 'logits').seeds()
     assert [(op_names(g), g.terms[0].distance.name, g.terms[0].weight) for g in logits] == \
         [(('softmax_C',), 'pearson', 0.1)]
