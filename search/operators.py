@@ -8,8 +8,9 @@ weights, then the DetKDS release's (weights moved to the grid).
 
 Weights come in units: the option grids suit the release's losses (means over normalised features), while a
 published method's distance may be a per-sample sum (FGD, MGD: ``sse``) whose weight is orders of magnitude
-smaller. A published method's weight is therefore the unit of a scaled copy of the grid (``weight_unit``): its
-genome keeps its exact weight, and a weight mutation moves it within its own scaled grid.
+smaller. A published method's weight is therefore the unit of its distance's weights for that input
+(``weight_unit``): the grid scaled by it. The method's genome keeps its exact weight; a term whose distance changes
+keeps its weight's position in the grid, on the new distance's scale.
 
 Stage 2 (:class:`Stage2Ops`): the stage-1 winners' formulations are fixed; the genes are one weight per term from
 the stage-2 options of its input (scaled by the winner's unit), where 0 switches the term off (at least one term
@@ -82,17 +83,27 @@ class Stage1Ops(_KeyCache):
         self.space, self.input, self.family = space, input, family
         self.tables = space.slot_tables(input)
         self.weights = space.weight_options(input, 1)
-        # the grid, then the scaled grids of the published methods' weights of this input
-        self.units = tuple(dict.fromkeys([1.0] + [weight_unit(t.weight, self.weights)
-                                                   for t in space.method_terms(input)]))
+        # distance -> unit of its weights: a published method's weight off the grid (the first method's, if two
+        # share a distance); every other distance keeps the plain grid
+        self.units: Dict[str, float] = {}
+        for term in space.method_terms(input):
+            unit = weight_unit(term.weight, self.weights)
+            if unit != 1.0:
+                self.units.setdefault(term.distance.name, unit)
 
-    def weight_grid(self, weight: float) -> Tuple[float, ...]:
-        """The (scaled) option grid that holds ``weight``; the plain grid when none does."""
-        for unit in self.units:
-            grid = scaled_grid(self.weights, unit)
-            if weight in grid:
-                return grid
-        return tuple(self.weights)
+    def weight_grid(self, distance: str) -> Tuple[float, ...]:
+        """The stage-1 weight options of a term with this distance."""
+        return scaled_grid(self.weights, self.units.get(distance, 1.0))
+
+    def on_scale(self, term: Term) -> Term:
+        """``term`` with its weight on its distance's grid: a weight from another distance's grid (after a
+        mutation or crossover of the distance) keeps its position in the grid."""
+        grid = self.weight_grid(term.distance.name)
+        if term.weight in grid:
+            return term
+        unit = next((u for u in self.units.values() if term.weight in scaled_grid(self.weights, u)), 1.0)
+        position = nearest_option(term.weight / unit, self.weights)
+        return term.replace(weight=position * self.units.get(term.distance.name, 1.0))
 
     # ------------------------------------------------------------------------------ helpers
     def problem(self, genome: Genome) -> Optional[str]:
@@ -100,9 +111,9 @@ class Stage1Ops(_KeyCache):
         if len(genome.terms) != 1 or genome.terms[0].input != self.input or not genome.terms[0].active:
             return f'a stage-1 genome of {self.input!r} has exactly one active {self.input!r} term'
         term = genome.terms[0]
-        if term.weight not in self.weight_grid(term.weight):
-            return f'weight {term.weight:g} is not a stage-1 option {list(self.weights)} (or a published method\'s ' \
-                   'weight times one)'
+        grid = self.weight_grid(term.distance.name)
+        if term.weight not in grid:
+            return f'weight {term.weight:g} is not a stage-1 option of distance {term.distance.name!r} {list(grid)}'
         return self.space.term_problem(term, self.family)
 
     def _genome(self, term: Term) -> Optional[Genome]:
@@ -110,13 +121,14 @@ class Stage1Ops(_KeyCache):
         return genome if self.problem(genome) is None else None
 
     def _repaired(self, term: Term, rng: random.Random) -> Optional[Genome]:
-        """``term`` as a genome, with a new compatible distance if the cascade rules out the current one."""
-        genome = self._genome(term)
+        """``term`` as a genome, with a new compatible distance if the cascade rules out the current one, and its
+        weight on its distance's scale."""
+        genome = self._genome(self.on_scale(term))
         if genome is None and term.distance.name not in self.space.distances_for(self.input, term.transforms,
                                                                                   self.family):
             distance = self.space.sample_distance(self.input, term.transforms, rng, self.family)
             if distance is not None:
-                genome = self._genome(term.replace(distance=distance))
+                genome = self._genome(self.on_scale(term.replace(distance=distance)))
         return genome
 
     @staticmethod
@@ -163,13 +175,13 @@ class Stage1Ops(_KeyCache):
             return term.replace(distance=self.space.sample_params(rng.choice(allowed), rng))
         if kind == 'distance_param':
             return term.replace(distance=self._with_param(term.distance, gene[1], 'distance', rng))
-        return term.replace(weight=rng.choice([w for w in self.weight_grid(term.weight) if w != term.weight]))
+        return term.replace(weight=rng.choice([w for w in self.weight_grid(term.distance.name) if w != term.weight]))
 
     # ------------------------------------------------------------------------- SearchSpaceOps
     def sample(self, rng: random.Random) -> Genome:
         for _ in range(MAX_REDRAWS):
             term = self.space.sample_term(self.input, rng, stage=1, family=self.family)
-            genome = self._genome(term)
+            genome = self._genome(self.on_scale(term))
             if genome is not None:
                 return genome
         raise ConfigError(f'{self.space.source}: no valid {self.input!r} formulation in {MAX_REDRAWS} draws')
@@ -192,11 +204,8 @@ class Stage1Ops(_KeyCache):
         ta, tb = a.terms[0], b.terms[0]
         for _ in range(MAX_REDRAWS):
             ops = tuple(x if rng.random() < 0.5 else y for x, y in zip(ta.transforms, tb.transforms))
-            from_a = rng.random() < 0.5
-            distance = ta.distance if from_a else tb.distance
+            distance = ta.distance if rng.random() < 0.5 else tb.distance
             weight = ta.weight if rng.random() < 0.5 else tb.weight
-            if self.weight_grid(ta.weight) != self.weight_grid(tb.weight):
-                weight = ta.weight if from_a else tb.weight   # a weight's scale goes with its distance
             child = self._repaired(Term(self.input, True, ops, distance, weight), rng)
             if child is not None:
                 return child

@@ -4,8 +4,9 @@ import random
 import pytest
 
 from distill_core.genome import Genome
+from distill_core.transforms import IDENTITY_OPS
 from search.evolution import EXPLORE, Evolution, Result, StagePlan
-from search.operators import Stage1Ops, Stage2Ops, build_ops, nearest_option
+from search.operators import Stage1Ops, Stage2Ops, build_ops, nearest_option, scaled_grid, weight_unit
 from search.space import Space
 
 DRAWS = 150
@@ -42,7 +43,9 @@ def test_stage1_offspring_stay_in_the_space(space, input, family):
             assert ops.problem(genome) is None, (genome.formula(), ops.problem(genome))
             assert space.term_problem(genome.terms[0], family) is None
             term = genome.terms[0]
-            assert term.weight in space.weight_options(input, 1)
+            # the stage-1 grid; for a distance of a published method off the grid (sse), scaled by its weight
+            assert term.weight in ops.weight_grid(term.distance.name)
+            assert ops.weight_grid(term.distance.name) == space.weight_options(input, 1) or term.distance.name == 'sse'
             names = {op.name for op in term.transforms}
             assert not (term.distance.name == 'kl' and any(n.startswith('logsoftmax') for n in names))
             assert not (term.distance.name == 'ssim' and names & {'batch', 'channel'})
@@ -89,12 +92,15 @@ def test_stage2_varies_only_the_weights_of_the_winners(space):
     rng = random.Random(1)
     winners = {name: Stage1Ops(space, name).sample(rng) for name in ('global', 'fg_bg', 'logits')}
     ops = Stage2Ops(space, winners)
-    assert ops.options['global'] == (0.0, 1.0, 2.0, 5.0, 10.0)     # off added: a term may be dropped
-    assert ops.options['fg_bg'] == (0.0, 1.0, 2.0, 5.0)
+
+    def unit(name):   # 1, or the scale of a published method's distance (sse) the winner was drawn with
+        return weight_unit(winners[name].terms[0].weight, space.weight_options(name, 1))
+    assert ops.options['global'] == (0.0,) + scaled_grid((1.0, 2.0, 5.0, 10.0), unit('global'))   # off added
+    assert ops.options['fg_bg'] == scaled_grid((0.0, 1.0, 2.0, 5.0), unit('fg_bg'))
     seeds = ops.seeds()
     stage1_weights = [nearest_option(w.terms[0].weight, ops.options[n]) for n, w in winners.items()]
     assert [t.weight for t in seeds[0].terms] == stage1_weights
-    assert [t.weight for t in seeds[1].terms] == [1.0, 1.0, 1.0]
+    assert [t.weight for t in seeds[1].terms] == [unit(name) for name in winners]   # all at 1 (in their units)
     population = [ops.sample(rng) for _ in range(10)] + seeds
     off = 0
     for _ in range(DRAWS):
@@ -110,7 +116,10 @@ def test_stage2_varies_only_the_weights_of_the_winners(space):
 
 
 def genes(term):
-    return [op.name for op in term.transforms] + [term.distance.name, term.weight]
+    """Slot ops (identities as 'no': the search cannot tell 'scale_r1' from 'no', one canonical genome), the
+    distance and the weight."""
+    return ['no' if op.name in IDENTITY_OPS else op.name for op in term.transforms] + [term.distance.name,
+                                                                                      term.weight]
 
 
 def run_synthetic_search(space, seed):
@@ -120,7 +129,9 @@ def run_synthetic_search(space, seed):
     rng = random.Random(seed)
     stage1, stage2 = build_ops(space, ['global', 'logits'])
     weights = {'global': 2.0, 'logits': 1.0}          # options of both stages
-    targets = {name: stage1[name].sample(rng).terms[0].replace(weight=weights[name]) for name in stage1}
+    # (on the scale of the target's distance: a published method's for sse)
+    targets = {name: stage1[name].on_scale(stage1[name].sample(rng).terms[0].replace(weight=weights[name]))
+               for name in stage1}
 
     def fitness(p):
         score = 0.0

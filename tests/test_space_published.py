@@ -183,19 +183,26 @@ def test_generation_zero_holds_every_published_genome(space, family):
 
 
 def test_published_weights_keep_their_own_scale(space):
-    """MGD's weight (a per-sample sum) is its own unit: mutation moves it within the scaled grid, never to the
-    grid of the mean-based losses (which would multiply the loss by ~1000)."""
+    """MGD's weight is the unit of the global input's sse weights (a per-sample sum, ~1000x a mean): mutations and
+    crossovers keep sse terms on that scale and move a term that changes distance to the plain grid (and back),
+    at the same position in the grid."""
     ops = Stage1Ops(space, 'global')
     mgd = Genome(space.methods['mgd'].terms)
     assert ops.problem(mgd) is None
-    grid = ops.weight_grid(mgd.terms[0].weight)
-    assert grid == tuple(w * 0.0013 for w in (1, 2, 5, 10))
+    sse = ops.weight_grid('sse')
+    assert sse == tuple(w * 0.0013 for w in (1, 2, 5, 10)) and ops.weight_grid('l1') == (1, 2, 5, 10)
+    assert Stage1Ops(space, 'fg_bg').weight_grid('sse') == tuple(w * 0.004 for w in (1, 2, 5, 10))
     rng = random.Random(0)
-    for _ in range(200):
-        child = ops.mutate(mgd, rng)
-        assert ops.problem(child) is None
-        if child.terms[0].distance == mgd.terms[0].distance:
-            assert child.terms[0].weight in grid
+    population = [mgd, Genome(space.methods['pkd'].terms)] + [ops.sample(rng) for _ in range(10)]
+    moved = 0
+    for _ in range(300):
+        child = ops.mutate(ops.crossover(rng.choice(population), rng.choice(population), rng), rng)
+        assert ops.problem(child) is None, ops.problem(child)
+        term = child.terms[0]
+        assert term.weight in (sse if term.distance.name == 'sse' else (1, 2, 5, 10))
+        moved += term.distance.name == 'sse'
+        population.append(child)
+    assert moved
 
 
 def test_stage2_seeds_hold_each_published_combination_and_strategy(space):
