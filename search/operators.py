@@ -237,7 +237,8 @@ class Stage2Ops(_KeyCache):
     ``allow_disable`` adds weight 0 (term off) to inputs whose stage-2 options lack it: stage 1 only shows that a
     term helps alone, and a combination may be better without it. At least one term stays on.
     ``default_strategy``: what stage-1 genomes were trained with (the proxy's), the strategy of the seeds that
-    are not a published genome's.
+    are not a published genome's. A genome with that strategy carries none (it trains the same way), so that a
+    combination equal to a stage-1 genome has its key and reuses its result instead of training again.
     """
 
     def __init__(self, space: Space, winners: Mapping[str, Genome], allow_disable: bool = True,
@@ -275,16 +276,22 @@ class Stage2Ops(_KeyCache):
             problem = self.space.term_problem(term)
             if problem:
                 return problem
-        if (genome.strategy is None) != (self.default_strategy is None):
-            return 'a stage-2 genome has a training strategy exactly when the space searches one'
+        if genome.strategy is not None and genome.strategy == self.default_strategy:
+            return 'the proxy\'s strategy is written as no strategy'
         return self.space.strategy_problem(genome.strategy)
 
     def _genome(self, weights: Sequence[float], strategy: Optional[TrainingStrategy]) -> Optional[Genome]:
         if not any(w > 0 for w in weights):
             return None
+        if strategy == self.default_strategy:
+            strategy = None
         return Genome(tuple(t.replace(weight=float(w)) for t, w in zip(self.base, weights)), strategy)
 
-    def _strategy_with(self, strategy: Optional[TrainingStrategy], **genes) -> Optional[TrainingStrategy]:
+    def _strategy_of(self, genome: Genome) -> Optional[TrainingStrategy]:
+        return genome.strategy or self.default_strategy
+
+    @staticmethod
+    def _strategy_with(strategy: Optional[TrainingStrategy], **genes) -> Optional[TrainingStrategy]:
         return dataclasses.replace(strategy, **genes) if strategy is not None and genes else strategy
 
     def sample(self, rng: random.Random) -> Genome:
@@ -301,7 +308,7 @@ class Stage2Ops(_KeyCache):
         1/4)."""
         genes = [('weight', i) for i in range(len(self.base))] + [('strategy', g) for g in self.strategy_genes]
         for _ in range(MAX_REDRAWS):
-            weights, strategy = [t.weight for t in genome.terms], genome.strategy
+            weights, strategy = [t.weight for t in genome.terms], self._strategy_of(genome)
             for kind, which in rng.sample(genes, 2 if rng.random() < 0.25 and len(genes) > 1 else 1):
                 if kind == 'weight':
                     options = [w for w in self.options[self.base[which].input] if w != weights[which]]
@@ -319,8 +326,9 @@ class Stage2Ops(_KeyCache):
     def crossover(self, a: Genome, b: Genome, rng: random.Random) -> Genome:
         for _ in range(MAX_REDRAWS):
             weights = [x.weight if rng.random() < 0.5 else y.weight for x, y in zip(a.terms, b.terms)]
-            strategy = self._strategy_with(a.strategy, **{
-                gene: getattr(a.strategy if rng.random() < 0.5 else b.strategy, gene) for gene in self.strategy_genes})
+            first, second = self._strategy_of(a), self._strategy_of(b)
+            strategy = self._strategy_with(first, **{
+                gene: getattr(first if rng.random() < 0.5 else second, gene) for gene in self.strategy_genes})
             child = self._genome(weights, strategy)
             if child is not None:
                 return child

@@ -210,7 +210,8 @@ def test_stage2_seeds_hold_each_published_combination_and_strategy(space):
     proxy = TrainingStrategy(inherit_neck_head=True)
     ops = Stage2Ops(space, winners, default_strategy=proxy)
     seeds = ops.seeds()
-    combos = {(tuple(t.weight for t in g.terms), g.strategy) for g in seeds}
+    combos = {(tuple(t.weight for t in g.terms), g.strategy or proxy) for g in seeds}
+    assert seeds[0].strategy is None          # the proxy's recipe is no strategy: the key of stage-1's genome
     assert ((1.0, 0.004), proxy) in combos                                        # stage-1 weights, proxy recipe
     assert ((1.0, 0.0), space.methods['pkd'].strategy) in combos                  # PKD: global only, no inherit
     assert ((0.0, 0.004), space.methods['fgd_focal'].strategy) in combos          # FGD: fg/bg only, inherit
@@ -223,7 +224,7 @@ def test_stage2_seeds_hold_each_published_combination_and_strategy(space):
     for _ in range(100):
         child = ops.mutate(ops.crossover(rng.choice(population), rng.choice(population), rng), rng)
         assert ops.problem(child) is None, ops.problem(child)
-        seen.add(child.strategy)
+        seen.add(child.strategy or proxy)
         population.append(child)
     assert {s.inherit_neck_head for s in seen} == {True, False}
     assert {s.warmup for s in seen} == {0.0, 0.1} and {s.decay for s in seen} == {'none', 'linear'}

@@ -51,7 +51,8 @@ def test_the_inheriting_gene_decides_the_students_start(tmp_path, inherit):
     if inherit:
         assert equal == shared
     else:
-        assert not [k for k in equal if k.endswith('weight')]   # random inits; zero-initialised biases may agree
+        # random conv inits differ; constant inits (norm weights 1, biases 0) may agree
+        assert not [k for k in equal if student[k].dim() > 1]
     # without a strategy the genome is trained with the proxy's
     assert build_distiller(cfg, genome(), settings).inherit_neck_head is (not inherit)
 
@@ -73,7 +74,7 @@ def test_the_distillation_weight_follows_warmup_and_decay(tmp_path, shapes_root)
     torch.manual_seed(0)
     with torch.no_grad():
         reference = constant.loss(inputs, samples)
-    for progress, factor in ((0.0, 0.0), (0.1, 0.5), (0.2, 0.8), (0.5, 0.5), (1.0, 0.0)):
+    for progress, factor in ((0.0, 0.0), (0.1, 0.45), (0.2, 0.8), (0.5, 0.5), (1.0, 0.0)):   # warm x (1 - p)
         assert TrainingStrategy(**strategy).distill_weight(progress) == pytest.approx(factor)
         model.set_distill_progress(progress)
         torch.manual_seed(0)
