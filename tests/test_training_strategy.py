@@ -126,3 +126,26 @@ def test_export_writes_the_strategy_and_train_honours_it(tmp_path, shapes_root):
     values = [float(v) for v in re.findall(r'Iter\(train\) \[\s*\d+/2\].*?loss_searched_global: ([0-9.e+-]+)', log)]
     assert len(values) == 2, log[-3000:]
     assert values[0] == 0.0 and values[1] > 0   # progress 0: factor 0; progress 0.5: factor 0.5 (window mean)
+
+
+def test_trainable_ops_train_with_the_student(tmp_path, shapes_root):
+    """MGD's generators (the space's mgd genome) are built by the distiller at the teacher's channels, one per
+    FPN level, and the proxy's optimizer updates them with the student (as the channel adapters)."""
+    from search.space import Space
+    from workers.prepare import check_search_config
+    from workers.proxy import build_distiller, build_optim_wrapper
+    cfg = search_cfg(tmp_path)
+    settings = check_search_config(dict(cfg, proxy=dict(cfg['proxy'], optimizer=dict(type='SGD', lr=0.1))))
+    model = build_distiller(cfg, Space.default().methods['mgd'].to_json(), settings)
+    generative = model.distill_losses['searched'].terms['global'].cascade[0]
+    assert len(generative.levels) == model.num_levels == 5
+    assert generative.levels[0][0].in_channels == model.teacher.neck.out_channels
+    wrapper, params = build_optim_wrapper(model, settings)
+    generator = list(generative.parameters())
+    assert {id(p) for p in generator} <= {id(p) for p in params}
+    before = [p.detach().clone() for p in generator]
+    inputs, samples = demo_batch(model, 'retinanet', shapes_root)
+    model.set_distill_progress(0.0)
+    total, _ = model.parse_losses(model.loss(inputs, samples))
+    wrapper.update_params(total)
+    assert all(not torch.equal(a, p) for a, p in zip(before, generator))
