@@ -16,6 +16,7 @@ _LAZY = {
     'Genome': 'genome',
     'OpSpec': 'genome',
     'Term': 'genome',
+    'TrainingStrategy': 'genome',
     'SearchedDistillLoss': 'searched_loss',
 }
 

@@ -140,6 +140,35 @@ class QualityFocalDistance(_MeanDistance):
         return bce.sum(dim=1)
 
 
+class _PerSampleSum(Distance):
+    """A sum over every element divided by the batch size: the published methods' unit (FGD's and MGD's
+    ``sum((S - T)^2) / N``), whose value grows with the map size, unlike the means above; their weights are
+    correspondingly small (FGD's alpha 1e-3, MGD's 2e-5 on COCO)."""
+    groups = frozenset({FEATURE})
+
+    def compute(self, s, t):
+        return self.elementwise_error(s - t).sum() / s.shape[0]
+
+    def elementwise_error(self, difference: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+@DISTANCES.register_module(name='sse')
+class SumSquaredError(_PerSampleSum):
+    """``sum((s - t)^2) / N`` (FGD's focal and relation terms, MGD)."""
+
+    def elementwise_error(self, difference):
+        return difference.pow(2)
+
+
+@DISTANCES.register_module(name='sae')
+class SumAbsoluteError(_PerSampleSum):
+    """``sum(|s - t|) / N`` (FGD's attention term)."""
+
+    def elementwise_error(self, difference):
+        return difference.abs()
+
+
 def cosine_similarity(a: Tensor, b: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
     """``F.cosine_similarity`` (the dot product over the product of the norms, each clamped at ``eps``), as
     ``(a . b) * rsqrt(|a|^2 |b|^2)`` on the reduced maps: on CPU ``linalg_vector_norm`` over a non-innermost dim
@@ -199,7 +228,7 @@ class SSIMDistance(Distance):
     Features are not images: ``c1``/``c2`` are absolute constants (defaults ``0.01^2``, ``0.03^2``).
     """
     groups = frozenset({FEATURE})
-    incompatible_after = frozenset({'batch', 'channel'})
+    incompatible_after = frozenset({'batch', 'channel', 'attention_maps'})   # these leave no H x W map
 
     def __init__(self, window: int = 3, c1: float = 1e-4, c2: float = 9e-4):
         super().__init__()

@@ -124,6 +124,11 @@ class DetectionDistiller(BaseDetector):
             ``levels`` the loss is step-wise and receives the ``DistillContext``.
         inherit_neck_head: copy the teacher's non-backbone tensors into the student where names and shapes
             match, after the student's ``init_weights`` (the inheriting strategy).
+        distill_schedule: ``dict(warmup=<fraction>, decay='none'|'linear')``: every distillation loss is multiplied
+            by a factor of the training progress (``TrainingStrategy.distill_weight``): a linear warm-up over the
+            first ``warmup`` fraction of the schedule, a linear decay to 0 at its end. The progress comes from
+            ``set_distill_progress`` (the proxy's own loop) or else from the mmengine Runner's runtime info
+            (``iter`` / ``max_iters``, kept by its RuntimeInfoHook), so ``detkds-search train`` needs no extra hook.
         adapt_channels: add a learnable 1x1 conv per level mapping student to teacher channels when they differ.
     """
 
@@ -132,6 +137,7 @@ class DetectionDistiller(BaseDetector):
                  student: Mapping,
                  distill_losses: Sequence[Mapping] = (),
                  inherit_neck_head: bool = False,
+                 distill_schedule: Optional[Mapping] = None,
                  adapt_channels: bool = True,
                  data_preprocessor: Optional[Mapping] = None,
                  init_cfg=None):
@@ -162,6 +168,14 @@ class DetectionDistiller(BaseDetector):
         self.teacher_inputs = _TeacherInputs(pre_cfg, teacher_cfg.get('data_preprocessor') or {})
         self.inherit_neck_head = inherit_neck_head
         self.inherited_keys: List[str] = []
+        schedule = dict(distill_schedule or {})
+        unknown = set(schedule) - {'warmup', 'decay'}
+        if unknown:
+            raise ConfigError(f'DetectionDistiller.distill_schedule: unknown key(s) {sorted(unknown)}; known: '
+                              'warmup, decay')
+        from .genome import TrainingStrategy   # not at the top: genome -> method_ops -> methods.gkd -> here
+        self.distill_schedule = TrainingStrategy(bool(inherit_neck_head), **schedule)
+        self._distill_progress: Optional[float] = None
 
         self.num_levels = self._check_levels()
         self.adapters = self._build_adapters() if adapt_channels else nn.ModuleDict()
@@ -169,6 +183,12 @@ class DetectionDistiller(BaseDetector):
         self._plan: List[Tuple[str, Optional[int], str]] = []   # (entry name, level or None, module key)
         for entry in distill_losses:
             self._add_loss(dict(entry))
+        # losses with trainable parts sized by the features (the searched ``context``/``generative`` ops) build
+        # them now, so that the optimizer, built after the model, trains them
+        channels = _neck_attr(self.teacher, 'out_channels')
+        for module in self.distill_losses.values():
+            if hasattr(module, 'bind_features'):
+                module.bind_features(channels, self.num_levels)
         self._recorders = {'dense_head': dense_head_name(self.student)}
         for module in self.distill_losses.values():
             recorders = (module.student_recorders_for(self.student) if hasattr(module, 'student_recorders_for')
@@ -227,6 +247,23 @@ class DetectionDistiller(BaseDetector):
             self.inherited_keys = inherit_matching_tensors(self.student, self.teacher.state_dict())
         self._is_init = True
 
+    # ------------------------------------------------------------------ distillation weight schedule
+    def set_distill_progress(self, progress: Optional[float]) -> None:
+        """The fraction of the schedule done before this step (a training loop without an mmengine Runner)."""
+        self._distill_progress = None if progress is None else float(progress)
+
+    def distill_factor(self) -> float:
+        """This step's factor on the distillation losses (1 without warm-up or decay)."""
+        if self.distill_schedule.constant_weight:
+            return 1.0
+        progress = self._distill_progress
+        if progress is None:
+            progress = _runner_progress()
+        if progress is None:
+            raise ConfigError('DetectionDistiller.distill_schedule needs the training progress: train with an '
+                              'mmengine Runner or call set_distill_progress(fraction) before each step')
+        return self.distill_schedule.distill_weight(progress)
+
     def train(self, mode: bool = True):
         super().train(mode)
         self.teacher.eval()   # the runner's model.train() must not switch the teacher's BN/dropout
@@ -269,6 +306,7 @@ class DetectionDistiller(BaseDetector):
             inputs=batch_inputs, data_samples=batch_data_samples, student=self.student, teacher=self.teacher,
             student_feats=self.adapt(raw_feats), raw_student_feats=raw_feats, teacher_feats=teacher_feats,
             teacher_inputs=teacher_inputs, recorded=recorded, cache=dict(teacher_outputs.shared))
+        factor = self.distill_factor() if self._plan else 1.0
         for name, level, key in self._plan:
             module = self.distill_losses[key]
             if level is None:
@@ -276,10 +314,22 @@ class DetectionDistiller(BaseDetector):
             else:
                 extra = module.step_inputs(ctx, level) if hasattr(module, 'step_inputs') else {}
                 out = module(ctx.student_feats[level], teacher_feats[level], batch_data_samples, **extra)
-            losses.update(_named_outputs(out, name, '' if level is None else f'_fpn{level}'))
+            named = _named_outputs(out, name, '' if level is None else f'_fpn{level}')
+            losses.update({k: v * factor if factor != 1.0 and k.startswith('loss') else v for k, v in named.items()})
         teacher_outputs.shared.update({key: value for key, value in ctx.cache.items()
                                        if isinstance(key, str) and key.startswith(TEACHER_ONLY_CACHE_KEYS)})
         return losses
+
+
+def _runner_progress() -> Optional[float]:
+    """``iter / max_iters`` of the running mmengine Runner (its RuntimeInfoHook keeps both in the MessageHub,
+    epoch-based loops included), or None outside one."""
+    from mmengine.logging import MessageHub
+    hub = MessageHub.get_current_instance()
+    current, total = hub.get_info('iter'), hub.get_info('max_iters')
+    if current is None or not total:
+        return None
+    return float(current) / float(total)
 
 
 def _named_outputs(out: Union[Tensor, Mapping[str, Tensor]], name: str, suffix: str) -> Dict[str, Tensor]:

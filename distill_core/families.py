@@ -120,7 +120,7 @@ class AnchorDeltaFamily(DetectorFamily):
     """Anchor grid + DeltaXYWH coder (RetinaNet; the RPN of two-stage detectors)."""
 
     def dense_boxes(self, head, outputs) -> DenseBoxes:
-        cls_maps, reg_maps = self.class_maps(outputs), list(outputs[1])
+        reg_maps = list(outputs[1])
         n = reg_maps[0].shape[0]
         anchors, strides = _priors(head, reg_maps)
         anchors = torch.cat(anchors).unsqueeze(0).expand(n, -1, -1).reshape(-1, 4)
@@ -234,7 +234,6 @@ class RepPointsFamily(DetectorFamily):
             offsets = [head.points2bbox(p) for p in outputs[2]]
         else:                   # eval forward already returns points2bbox(pts_refine)
             offsets = list(outputs[1])
-        n = offsets[0].shape[0]
         points, strides = _priors(head, offsets)
         centers = torch.cat(points)[:, :2].repeat(1, 2)
         boxes = torch.cat([_flat(o, 4) for o in offsets], 1) * strides.view(1, -1, 1) + centers

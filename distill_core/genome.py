@@ -3,7 +3,9 @@
 A genome lists, per knowledge input, a term: whether it is enabled, its transform cascade (one op per slot),
 its distance, its weight and, for inputs that have them, the input's own searchable parameters (``INPUT_PARAMS``,
 e.g. the cross point of ``cross_head``). Ops are ``OpSpec(name, params)`` with names from
-``TRANSFORMS``/``DISTANCES``.
+``TRANSFORMS``/``DISTANCES``. Stage-2 genomes also carry a ``TrainingStrategy`` (inherit the teacher's neck/head,
+warm-up and decay of the distillation weight); without one, whoever trains the genome decides (the search
+config's proxy section).
 
 * ``to_json()`` / ``from_json()`` round-trip exactly (configs embed the JSON or the dict).
 * ``canonical()`` is the form two genomes share when they provably compute the same loss: identity ops
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 from . import distances as _distances  # noqa: F401  (registers the distances)
+from . import method_ops as _method_ops  # noqa: F401  (registers the published methods' ops)
 from . import transforms as _transforms  # noqa: F401  (registers the transforms)
 from .errors import ConfigError
 from .registry import DISTANCES, TRANSFORMS
@@ -243,16 +246,81 @@ class Term:
         return text if self.enabled else f'{text} (disabled)'
 
 
+DECAYS = ('none', 'linear')
+
+
+@dataclass(frozen=True)
+class TrainingStrategy:
+    """How the student is trained besides the loss: the genes the published methods differ in.
+
+    ``inherit_neck_head``: start the student's neck and heads from the teacher's (FGD, MGD, DetKDS) or from their
+    own initialisation (PKD). ``warmup``: the distillation weight rises linearly from 0 over this FRACTION of the
+    schedule (so a proxy's warm-up scales to full training). ``decay``: ``'linear'`` lowers the distillation
+    weight linearly to 0 at the end of the schedule (Global-Knowledge's attenuation), ``'none'`` keeps it.
+    """
+    inherit_neck_head: bool = False
+    warmup: float = 0.0
+    decay: str = 'none'
+
+    def __post_init__(self):
+        if not isinstance(self.inherit_neck_head, bool):
+            raise ConfigError(f'strategy.inherit_neck_head must be true or false, got {self.inherit_neck_head!r}')
+        warmup = self.warmup
+        if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0.0 <= warmup < 1.0:
+            raise ConfigError(f'strategy.warmup must be a fraction of the schedule in [0, 1), got {warmup!r}')
+        object.__setattr__(self, 'warmup', float(warmup))
+        if self.decay not in DECAYS:
+            raise ConfigError(f'strategy.decay must be one of {list(DECAYS)}, got {self.decay!r}')
+
+    @classmethod
+    def parse(cls, obj: Union['TrainingStrategy', Mapping]) -> 'TrainingStrategy':
+        if isinstance(obj, TrainingStrategy):
+            return obj
+        if not isinstance(obj, Mapping):
+            raise ConfigError(f'strategy: expected a dict, got {obj!r}')
+        unknown = set(obj) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f'strategy: unknown key(s) {sorted(unknown)}; known: inherit_neck_head, warmup, decay')
+        return cls(**dict(obj))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {'inherit_neck_head': self.inherit_neck_head, 'warmup': self.warmup, 'decay': self.decay}
+
+    def distill_weight(self, progress: float) -> float:
+        """Factor on every distillation loss at ``progress`` (fraction of the schedule done, in [0, 1])."""
+        progress = min(max(float(progress), 0.0), 1.0)
+        factor = min(1.0, progress / self.warmup) if self.warmup > 0 else 1.0
+        if self.decay == 'linear':
+            factor *= 1.0 - progress
+        return factor
+
+    @property
+    def constant_weight(self) -> bool:
+        return self.warmup == 0 and self.decay == 'none'
+
+    def formula(self) -> str:
+        parts = ['inherit' if self.inherit_neck_head else 'no inherit']
+        if self.warmup:
+            parts.append(f'warm-up {self.warmup:g}')
+        if self.decay != 'none':
+            parts.append(f'{self.decay} decay')
+        return ', '.join(parts)
+
+
 def _input_rank(name: str) -> int:
     return list(KNOWLEDGE_INPUTS).index(name)
 
 
 @dataclass(frozen=True)
 class Genome:
-    """A searched distiller: at most one term per knowledge input, kept in the fixed input order."""
+    """A searched distiller: at most one term per knowledge input, kept in the fixed input order, and optionally
+    its training strategy (None: the strategy of whoever trains it, e.g. the search config's proxy section)."""
     terms: Tuple[Term, ...] = ()
+    strategy: Optional[TrainingStrategy] = None
 
     def __post_init__(self):
+        if self.strategy is not None:
+            object.__setattr__(self, 'strategy', TrainingStrategy.parse(self.strategy))
         terms = tuple(t if isinstance(t, Term) else Term.from_dict(t) for t in self.terms)
         seen = [t.input for t in terms]
         duplicates = sorted({n for n in seen if seen.count(n) > 1})
@@ -270,17 +338,17 @@ class Genome:
 
     def with_term(self, term: Term) -> 'Genome':
         """A copy with ``term`` replacing (or adding) the term of its input."""
-        return Genome(tuple(t for t in self.terms if t.input != term.input) + (term,))
+        return Genome(tuple(t for t in self.terms if t.input != term.input) + (term,), self.strategy)
 
     def without(self, input: str) -> 'Genome':
-        return Genome(tuple(t for t in self.terms if t.input != input))
+        return Genome(tuple(t for t in self.terms if t.input != input), self.strategy)
 
     def replace(self, **changes) -> 'Genome':
         return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------------ identity
     def canonical(self) -> 'Genome':
-        return Genome(tuple(t.canonical() for t in self.active_terms))
+        return Genome(tuple(t.canonical() for t in self.active_terms), self.strategy)
 
     def canonical_json(self) -> str:
         return json.dumps(self.canonical().to_dict(), sort_keys=True, separators=(',', ':'))
@@ -294,19 +362,25 @@ class Genome:
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> Dict[str, Any]:
-        return {'terms': [t.to_dict() for t in self.terms]}
+        # no 'strategy' key without one: the keys of genomes without a strategy stay what they always were
+        data: Dict[str, Any] = {'terms': [t.to_dict() for t in self.terms]}
+        if self.strategy is not None:
+            data['strategy'] = self.strategy.to_dict()
+        return data
 
     def to_json(self, indent: Optional[int] = None) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, indent=indent)
 
     @classmethod
     def from_dict(cls, data: Mapping) -> 'Genome':
-        if not isinstance(data, Mapping) or set(data) - {'terms'}:
-            raise ConfigError(f'genome: expected {{"terms": [...]}}, got keys {sorted(data) if isinstance(data, Mapping) else type(data).__name__}')
+        if not isinstance(data, Mapping) or set(data) - {'terms', 'strategy'}:
+            raise ConfigError(f'genome: expected {{"terms": [...], "strategy": {{...}} (optional)}}, got keys {sorted(data) if isinstance(data, Mapping) else type(data).__name__}')
         terms = data.get('terms', [])
         if isinstance(terms, Mapping):   # also accept {input: {...}} for hand-written configs
             terms = [{'input': k, **dict(v)} for k, v in terms.items()]
-        return cls(tuple(Term.from_dict(t) for t in terms))
+        strategy = data.get('strategy')
+        return cls(tuple(Term.from_dict(t) for t in terms),
+                   TrainingStrategy.parse(strategy) if strategy is not None else None)
 
     @classmethod
     def from_json(cls, text: str) -> 'Genome':
@@ -331,7 +405,8 @@ class Genome:
 
     def formula(self) -> str:
         active = [t.formula() for t in self.terms if t.active]
-        return '; '.join(active) if active else 'no distillation'
+        text = '; '.join(active) if active else 'no distillation'
+        return f'{text} [{self.strategy.formula()}]' if self.strategy is not None else text
 
     def __str__(self) -> str:
         return self.formula()

@@ -7,5 +7,6 @@ configs can name them.
 """
 from mmengine.registry import Registry
 
-TRANSFORMS = Registry('distill transform', scope='distill_core', locations=['distill_core.transforms'])
+TRANSFORMS = Registry('distill transform', scope='distill_core',
+                      locations=['distill_core.transforms', 'distill_core.method_ops'])
 DISTANCES = Registry('distill distance', scope='distill_core', locations=['distill_core.distances'])

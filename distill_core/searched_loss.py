@@ -53,13 +53,21 @@ class SearchedTerm(nn.Module):
             raise ConfigError(f'genome term {term.input!r}: localization compares decoded boxes and takes no '
                               f'transforms')
         # the cascade's position-wise tail (after its last op that mixes positions) can run on fused levels;
-        # with two random ops, fusing would change the order of their draws, hence of the masks
+        # with two random ops, fusing would change the order of their draws, hence of the masks; and fused maps
+        # have a detached teacher side, which would leave an op's trainable teacher-side block untrained
         # (user ops without the flags count as mixing positions and drawing no random numbers)
         split = max((i + 1 for i, op in enumerate(self.cascade) if not getattr(op, 'positionwise', False)),
                     default=0)
         self._prefix, self._suffix = tuple(self.cascade[:split]), tuple(self.cascade[split:])
         self.fuse_levels = (bool(getattr(self.distance, 'positionwise', False)) and
-                            sum(bool(getattr(op, 'stochastic', False)) for op in self.cascade) <= 1)
+                            sum(bool(getattr(op, 'stochastic', False)) for op in self.cascade) <= 1 and
+                            not any(getattr(op, 'learnable', False) for op in self.cascade))
+
+    def bind_features(self, channels: int, num_levels: int) -> None:
+        """Size the trainable parts of the cascade's ops (see ``DetectionDistiller``)."""
+        for op in self.cascade:
+            if hasattr(op, 'bind_features'):
+                op.bind_features(channels, num_levels)
 
     def forward(self, ctx: DistillContext, family: DetectorFamily) -> Dict[str, Tensor]:
         losses = {}
@@ -77,15 +85,16 @@ class SearchedTerm(nn.Module):
         fusing levels where it can. ``concatenated``: a per-step memo of fused pair runs (see ``Part.masks``)."""
         masks = list(masks) if masks is not None else [None] * len(pairs)
         if not self.fuse_levels or len(pairs) < 2:
-            return _sum(self.distance(*cascade_pair(self.cascade, *_masked(pair, mask)))
-                        for pair, mask in zip(pairs, masks))
-        if self._prefix:   # the masks go before the per-map head of the cascade
-            pairs = [cascade_pair(self._prefix, *_masked(pair, mask)) for pair, mask in zip(pairs, masks)]
+            return _sum(self.distance(*cascade_pair(self.cascade, *pair, level=level, mask=mask))
+                        for level, (pair, mask) in enumerate(zip(pairs, masks)))
+        if self._prefix:   # the masks go before (or into) the per-map head of the cascade
+            pairs = [cascade_pair(self._prefix, *pair, level=level, mask=mask)
+                     for level, (pair, mask) in enumerate(zip(pairs, masks))]
             masks, concatenated = [None] * len(pairs), None
         values = []
         for run in _fusable_runs(pairs):   # consecutive runs, so random draws keep their order
             if run.stop - run.start == 1:
-                s, t = cascade_pair(self._suffix, *_masked(pairs[run.start], masks[run.start]))
+                s, t = cascade_pair(self._suffix, *pairs[run.start], level=run.start, mask=masks[run.start])
                 values.append(self.distance(s, t))
             else:
                 values.append(self._fused_value(pairs[run], masks[run], concatenated))
@@ -114,13 +123,6 @@ class SearchedTerm(nn.Module):
         rows = values.numel() // max(values.shape[-1], 1)   # the values of one position
         weights = torch.cat([values.new_full((size,), 1.0 / (rows * size)) for size in sizes])
         return torch.dot(totals, weights)
-
-
-def _masked(pair: Tuple[Tensor, Tensor], mask: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
-    if mask is None:
-        return pair
-    mask = mask.to(pair[0].dtype)
-    return pair[0] * mask, pair[1] * mask
 
 
 def _concatenated(run: Sequence[Tuple[Tensor, Tensor]], memo: Optional[Dict]) -> Tuple[Tensor, Tensor]:
@@ -183,6 +185,12 @@ class SearchedDistillLoss(nn.Module):
         self.terms = nn.ModuleDict({t.input: SearchedTerm(t, input_options.get(t.input))
                                     for t in self.genome.active_terms})
         self._family: Optional[DetectorFamily] = None
+
+    def bind_features(self, channels: int, num_levels: int) -> None:
+        """Called by the distiller once it knows the (teacher) feature channels and the number of levels: ops
+        with trainable parts (``context``, ``generative``) build them, before the optimizer collects them."""
+        for term in self.terms.values():
+            term.bind_features(channels, num_levels)
 
     def student_recorders_for(self, student: nn.Module) -> Dict[str, str]:
         """Student submodules whose calls the distiller must record (two-stage RoI logits, crossed head towers)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -82,11 +82,26 @@ class Transform(nn.Module):
         return ', '.join(f'{k}={v}' for k, v in vars(self).items() if not k.startswith('_') and k != 'training')
 
 
-def cascade_pair(ops, student: Tensor, teacher: Tensor) -> Tuple[Tensor, Tensor]:
-    """Apply a cascade of ops to a (student, teacher) pair; the teacher side never carries gradient."""
+def cascade_pair(ops, student: Tensor, teacher: Tensor, level: int = 0,
+                 mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """Apply a cascade of ops to a (student, teacher) pair; the teacher FEATURE never carries gradient (an op's
+    own trainable teacher-side block may). ``level``: the pair's index (FPN level), for ops with per-level
+    modules (``per_level``). ``mask``: per-position weights of the pair (GT masks), multiplied into both sides
+    first, unless the first op takes them itself (``forward_masked``: FGD's focal weighting weights by
+    ``sqrt(mask)`` after computing attention on the unmasked teacher)."""
     teacher = teacher.detach()
+    ops = list(ops)
+    if mask is not None:
+        if ops and hasattr(ops[0], 'forward_masked'):
+            student, teacher = ops.pop(0).forward_masked(student, teacher, mask)
+        else:
+            mask = mask.to(student.dtype)
+            student, teacher = student * mask, teacher * mask
     for op in ops:
-        student, teacher = op.forward_pair(student, teacher)
+        if getattr(op, 'per_level', False):
+            student, teacher = op.forward_pair(student, teacher, level=level)
+        else:
+            student, teacher = op.forward_pair(student, teacher)
     return student, teacher
 
 

@@ -122,7 +122,10 @@ class Launch:
         from .operators import build_ops
         from .space import Space
         space = self.space = Space.from_file(self.cfg.space_path)
-        stage1, stage2 = build_ops(space, self.plan.stage1_inputs or None, self.cfg.family())
+        from distill_core.genome import TrainingStrategy
+        proxy_strategy = TrainingStrategy(bool((self.cfg.raw.get('proxy') or {}).get('inherit_neck_head', False)))
+        stage1, stage2 = build_ops(space, self.plan.stage1_inputs or None, self.cfg.family(),
+                                   default_strategy=proxy_strategy)
         records = st.replay_records(study)
         for record in records:   # stored genomes must still be valid in today's space
             if record.genome and not record.interrupted:
@@ -218,7 +221,7 @@ class Launch:
                                  # one teacher feature cache per search, shared by its trials (where it pays)
                                  teacher_cache_dir=osp.join(self.run_dir, 'teacher_cache'),
                                  expected_trials=expected_new_trials(
-                                     self.plan.max_evaluations(len(evolution.inputs)), finished, max_new)),
+                                     evolution.max_evaluations(), finished, max_new)),
             {'cpu': self.cfg.resources['cpus_per_trial'], 'gpu': self.cfg.resources['gpus_per_trial']})
         tuner = tune.Tuner(
             trainable,

@@ -6,8 +6,9 @@ When an input's generations are spent, its top-K finalists are re-evaluated with
 best mean over seeds is the input's winner. Stage 2 fixes the winners' formulations and evolves their combined
 weights (a term may be switched off), again ending with a top-K re-evaluation; its best mean is the result.
 
-Algorithm: generational tournament selection with elitism. Generation 0 is the published formulations plus
-random genomes; every later generation is ``population_size - elite_count`` new offspring (tournament-selected
+Algorithm: generational tournament selection with elitism. Generation 0 is every published genome the space offers
+(``ops.seeds()``: the published methods and the DetKDS release's, even beyond the population size) plus random
+genomes up to the population size; every later generation is ``population_size - elite_count`` new offspring (tournament-selected
 parents, crossover with ``crossover_prob``, mutation with ``mutation_prob`` and always when the child would be a
 duplicate); the next population is the elites of the previous one plus those offspring. It is chosen over
 regularised (aging) evolution because each generation is a pure function of the previous generations' results
@@ -23,6 +24,10 @@ Invariants:
   re-evaluations reuse a key with another seed, so ``(key, seed)`` identifies a trial and ``Proposal.id``; a
   stage-2 combination whose key a stage-1 trial already evaluated (one active term) joins the population with
   that result instead of running again;
+- early stopping never leaves a stage, a generation or a finalist without complete evaluations: generation 0's
+  seeds, the first proposal of every batch and the re-evaluations are ``protected`` (the searcher exempts them
+  from the scheduler), so each generation completes at least one new genome unless it fails, and its elites
+  (fit by construction) carry the earlier ones;
 - FAIL and PRUNED results are told like any other and count as unfit (never selected over a fit genome, never
   a winner, never re-proposed); a finalist whose re-evaluation fails is unfit too (it is not robust to the seed);
 - a genome's value is the mean over its evaluations (seeds); winners and the result are decided by that mean;
@@ -38,7 +43,7 @@ from __future__ import annotations
 import difflib
 import math
 import random
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Dict, Generic, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple, TypeVar
 
 from distill_core.errors import ConfigError
@@ -199,6 +204,7 @@ class Proposal(Generic[G]):
     kind: str                   # 'explore' | 'reeval'
     seed: int                   # training seed
     parents: Tuple[str, ...] = ()
+    protected: bool = False     # must run to the end: early stopping may not prune it (see _Stream)
 
     @property
     def id(self) -> str:
@@ -358,6 +364,7 @@ class _Stream:
         self.untold: set = set()         # ids of the current batch not told yet
         self.exhausted = False
         self.early: set = set()          # ids of re-evaluations handed out before the last generation closed
+        self.extra = 0                   # seeds of generation 0 beyond the population size
 
     # ----------------------------------------------------------------------- batch construction
     def _rng(self, tag: str) -> random.Random:
@@ -370,7 +377,7 @@ class _Stream:
             return
         self._set_batch(self._generation_zero())
 
-    def _new(self, genome, parents: Tuple[str, ...]) -> Optional[Proposal]:
+    def _new(self, genome, parents: Tuple[str, ...], protected: bool = False) -> Optional[Proposal]:
         key = self.ops.key(genome)
         if key in self.seen:
             return None
@@ -380,16 +387,26 @@ class _Stream:
         self.ledger.genomes.setdefault(key, genome)
         self.ledger.origin.setdefault(key, (self.stage, self.name))
         return Proposal(genome, key, self.stage, self.name, self.generation, EXPLORE, self.plan.train_seed,
-                        parents)
+                        parents, protected)
+
+    @staticmethod
+    def _protect_first(batch: List[Proposal]) -> List[Proposal]:
+        """Early stopping must not leave a generation without a complete evaluation of its own: the first proposal
+        of every batch runs to the end (generation 0's are the protected seeds, unless the space has none; later,
+        the first offspring, a child of a tournament winner)."""
+        if batch and not batch[0].protected:
+            batch[0] = replace(batch[0], protected=True)
+        return batch
 
     def _generation_zero(self) -> List[Proposal]:
+        """Every seed (published genome), protected from early stopping, even beyond the population size; then
+        random genomes up to it."""
         batch = []
         for genome in self.ops.seeds():
-            if len(batch) == self.population_size:
-                break
-            proposal = self._new(genome, ())
+            proposal = self._new(genome, (), protected=True)
             if proposal is not None:
                 batch.append(proposal)
+        self.extra = max(0, len(batch) - self.population_size)
         rng = self._rng('g0')
         misses = 0
         while len(batch) < self.population_size and misses < self.plan.max_retries * self.population_size:
@@ -398,7 +415,7 @@ class _Stream:
                 misses += 1
             else:
                 batch.append(proposal)
-        return batch
+        return self._protect_first(batch)
 
     def _tournament(self, rng: random.Random) -> str:
         pool = self.population
@@ -436,7 +453,7 @@ class _Stream:
                 self.exhausted = True
                 break
             batch.append(child)
-        return batch
+        return self._protect_first(batch)
 
     def _ranked_fit(self) -> List[str]:
         """Explored keys with a fit first result, best first (ties: the earlier explored)."""
@@ -447,7 +464,8 @@ class _Stream:
 
     def _reevaluation_proposals(self, keys: Sequence[str], generation: int) -> List[Proposal]:
         seed = self.plan.train_seed
-        return [Proposal(self.genomes[key], key, self.stage, self.name, generation, REEVAL, seed + offset, (key,))
+        return [Proposal(self.genomes[key], key, self.stage, self.name, generation, REEVAL, seed + offset, (key,),
+                         protected=True)
                 for key in keys for offset in range(1, self.plan.reeval_seeds + 1)]
 
     def _reevaluations(self) -> List[Proposal]:
@@ -677,6 +695,11 @@ class Evolution(Generic[G]):
                 return list(stream.population)
         raise KeyError(f'no stream named {input!r}; streams: {[s.name for s in self.streams]}')
 
+    def max_evaluations(self) -> int:
+        """The plan's bound on trials plus the generation-0 seeds beyond the population sizes (known for stage 2
+        once it has started)."""
+        return self.plan.max_evaluations(len(self.inputs)) + sum(stream.extra for stream in self.streams)
+
     def in_flight(self) -> List[Proposal]:
         return [p for _, p in self._in_flight.values()]
 
@@ -715,7 +738,7 @@ class Evolution(Generic[G]):
         counts.update(told=len(self._told), in_flight=len(self._in_flight), replayed=self._replayed,
                       reused=self._reused,
                       unmatched_history=len(self._history) - self._replayed,
-                      max_evaluations=self.plan.max_evaluations(len(self.inputs)))
+                      max_evaluations=self.max_evaluations())
 
         def summary(best: Optional[Best]):
             return None if best is None else dict(key=best.key, value=best.value, evaluations=best.evaluations,

@@ -2,8 +2,10 @@
 
 The exported file is the student's full training config (data, evaluator, runtime; ``_base_`` resolved, so
 the file stands alone) with ``model`` replaced by a ``DetectionDistiller``: the search config's teacher
-(config path and checkpoint as given), the student's model dict, ``inherit_neck_head`` from the proxy section
-and the genome as a ``SearchedDistillLoss``. The search config's ``full_training`` section sets the schedule:
+(config path and checkpoint as given), the student's model dict, the genome as a ``SearchedDistillLoss`` and
+its training strategy (``inherit_neck_head``, and ``distill_schedule`` for a warm-up or decay of the
+distillation weight, as fractions of the exported schedule); a genome without a strategy (a stage-1 winner)
+gets the proxy's (``proxy.inherit_neck_head``). The search config's ``full_training`` section sets the schedule:
 
     full_training = dict(
         max_iters=600,            # IterBasedTrainLoop length (or max_epochs=N: EpochBasedTrainLoop)
@@ -152,13 +154,14 @@ def build_export_config(search_raw: Mapping[str, Any], genome: Mapping[str, Any]
     """The exported training config as a plain dict of top-level variables."""
     return build_training_config(search_raw, [{'name': 'searched', 'loss': {'type': 'SearchedDistillLoss',
                                                                             'genome': _plain(dict(genome))}}],
-                                 source)
+                                 source, exported_strategy(search_raw, genome))
 
 
 def build_training_config(search_raw: Mapping[str, Any], distill_losses: List[Mapping[str, Any]],
-                          source: str) -> Dict[str, Any]:
+                          source: str, strategy=None) -> Dict[str, Any]:
     """The full-training config of the search's pair with ``distill_losses`` (the searched loss, a published
-    method's losses, or none), the proxy's inheriting strategy and the ``full_training`` schedule."""
+    method's losses, or none), the training ``strategy`` (default: the proxy's: ``proxy.inherit_neck_head``,
+    constant distillation weight) and the ``full_training`` schedule."""
     from distill_core.model_config import load_config
 
     student_spec = (search_raw.get('student') or {}).get('config')
@@ -172,14 +175,16 @@ def build_training_config(search_raw: Mapping[str, Any], distill_losses: List[Ma
     cfg = _plain(student_cfg.to_dict())
     if 'model' not in cfg:
         raise ConfigError(f'student config {student_spec} has no `model` section')
-    proxy = search_raw.get('proxy') or {}
+    strategy = strategy or proxy_strategy(search_raw)
     cfg['model'] = {
         'type': 'DetectionDistiller',
         'teacher': {'config': teacher['config'], 'checkpoint': teacher['checkpoint']},
         'student': {'config': cfg['model']},
-        'inherit_neck_head': bool(proxy.get('inherit_neck_head', False)),
+        'inherit_neck_head': strategy.inherit_neck_head,
         'distill_losses': [_plain(dict(entry)) for entry in distill_losses],
     }
+    if not strategy.constant_weight:   # warm-up and decay are fractions of whatever schedule trains it
+        cfg['model']['distill_schedule'] = {'warmup': strategy.warmup, 'decay': strategy.decay}
     data = search_raw.get('data') or {}
     data_root = data.get('data_root') or (data.get('generate_shapes') or {}).get('out')
     if data_root:   # the search trained its proxies there (workers.settings.proxy_data_root): so does the export
@@ -194,6 +199,19 @@ def build_training_config(search_raw: Mapping[str, Any], distill_losses: List[Ma
     cfg['find_unused_parameters'] = True
     cfg.pop('work_dir', None)
     return cfg
+
+
+def exported_strategy(search_raw: Mapping[str, Any], genome: Mapping[str, Any]):
+    """The training strategy the search chose with the genome (stage 2 searches it), else the one its proxies
+    were trained with (``proxy.inherit_neck_head``, constant distillation weight)."""
+    from distill_core.genome import Genome
+    return Genome.parse(genome).strategy or proxy_strategy(search_raw)
+
+
+def proxy_strategy(search_raw: Mapping[str, Any]):
+    """How the search's proxies train a genome that carries no strategy of its own."""
+    from distill_core.genome import TrainingStrategy
+    return TrainingStrategy(bool((search_raw.get('proxy') or {}).get('inherit_neck_head', False)))
 
 
 def _plain(value: Any) -> Any:

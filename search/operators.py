@@ -4,10 +4,20 @@ Stage 1 (:class:`Stage1Ops`, one per knowledge input): a genome holds one enable
 each cascade slot, each op's searchable parameters (temperature, mask ratio, ...), the distance and its
 parameters, the input's own parameters (the cross point of ``cross_head``) and the weight from the stage-1 options
 of the input's group. An input the detector family cannot serve has no stage-1 stream (an error, with the reason,
-when the search config names it).
+when the search config names it). Generation 0 starts from the published methods' formulations of the input
+(``methods`` in the space: PKD, MGD, FGD's focal imitation) at their exact weights, then the DetKDS release's
+(weights moved to the grid).
+
+Weights come in units: the option grids suit the release's losses (means over normalised features), while a
+published method's distance may be a per-sample sum (FGD, MGD: ``sse``) whose weight is orders of magnitude
+smaller. A published method's weight is therefore the unit of its distance's weights for that input
+(``weight_unit``): the grid scaled by it. The method's genome keeps its exact weight; a term whose distance changes
+keeps its weight's position in the grid, on the new distance's scale.
 
 Stage 2 (:class:`Stage2Ops`): the stage-1 winners' formulations are fixed; the genes are one weight per term from
-the stage-2 options of its input, where 0 switches the term off (at least one term stays on).
+the stage-2 options of its input (scaled by the winner's unit), where 0 switches the term off (at least one term
+stays on), and the training strategy (the space's ``strategy`` genes: inherit the teacher's neck/head, warm-up and
+decay of the distillation weight). Its seeds hold each published genome's combination and strategy.
 
 Every offspring is checked with ``Space.term_problem`` (pairing rules such as no ``kl`` after ``logsoftmax_*``,
 distances allowed for the group and detector family); an invalid draw is repaired (a new distance compatible with
@@ -16,12 +26,13 @@ controller's duplicate check then mutates again. All randomness comes from the `
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from distill_core.errors import ConfigError
-from distill_core.genome import Genome, OpSpec, Term, op_defaults
+from distill_core.genome import Genome, OpSpec, Term, TrainingStrategy, op_defaults
 from search.space import Space
 
 MAX_REDRAWS = 50
@@ -33,6 +44,19 @@ def nearest_option(value: float, options: Sequence[float]) -> float:
     if value <= 0:
         return 0.0 if 0 in options else min(positive)
     return min(positive, key=lambda o: (abs(math.log(o / value)), o)) if positive else 0.0
+
+
+def weight_unit(weight: float, grid: Sequence[float]) -> float:
+    """1 for a weight of the option grid; else the unit whose scaled grid holds it (the weight over the grid's
+    1, or over its first positive option): a published method's weight on another scale."""
+    if weight in grid or weight <= 0:
+        return 1.0
+    reference = 1.0 if 1.0 in grid else min(o for o in grid if o > 0)
+    return weight / reference
+
+
+def scaled_grid(grid: Sequence[float], unit: float) -> Tuple[float, ...]:
+    return tuple(grid) if unit == 1.0 else tuple(o * unit for o in grid)
 
 
 class _KeyCache:
@@ -64,6 +88,27 @@ class Stage1Ops(_KeyCache):
         self.space, self.input, self.family = space, input, family
         self.tables = space.slot_tables(input)
         self.weights = space.weight_options(input, 1)
+        # distance -> unit of its weights: a published method's weight off the grid (the first method's, if two
+        # share a distance); every other distance keeps the plain grid
+        self.units: Dict[str, float] = {}
+        for term in space.method_terms(input):
+            unit = weight_unit(term.weight, self.weights)
+            if unit != 1.0:
+                self.units.setdefault(term.distance.name, unit)
+
+    def weight_grid(self, distance: str) -> Tuple[float, ...]:
+        """The stage-1 weight options of a term with this distance."""
+        return scaled_grid(self.weights, self.units.get(distance, 1.0))
+
+    def on_scale(self, term: Term) -> Term:
+        """``term`` with its weight on its distance's grid: a weight from another distance's grid (after a
+        mutation or crossover of the distance) keeps its position in the grid."""
+        grid = self.weight_grid(term.distance.name)
+        if term.weight in grid:
+            return term
+        unit = next((u for u in self.units.values() if term.weight in scaled_grid(self.weights, u)), 1.0)
+        position = nearest_option(term.weight / unit, self.weights)
+        return term.replace(weight=position * self.units.get(term.distance.name, 1.0))
 
     # ------------------------------------------------------------------------------ helpers
     def problem(self, genome: Genome) -> Optional[str]:
@@ -71,8 +116,9 @@ class Stage1Ops(_KeyCache):
         if len(genome.terms) != 1 or genome.terms[0].input != self.input or not genome.terms[0].active:
             return f'a stage-1 genome of {self.input!r} has exactly one active {self.input!r} term'
         term = genome.terms[0]
-        if term.weight not in self.weights:
-            return f'weight {term.weight:g} is not a stage-1 option {list(self.weights)}'
+        grid = self.weight_grid(term.distance.name)
+        if term.weight not in grid:
+            return f'weight {term.weight:g} is not a stage-1 option of distance {term.distance.name!r} {list(grid)}'
         return self.space.term_problem(term, self.family)
 
     def _genome(self, term: Term) -> Optional[Genome]:
@@ -80,13 +126,14 @@ class Stage1Ops(_KeyCache):
         return genome if self.problem(genome) is None else None
 
     def _repaired(self, term: Term, rng: random.Random) -> Optional[Genome]:
-        """``term`` as a genome, with a new compatible distance if the cascade rules out the current one."""
-        genome = self._genome(term)
+        """``term`` as a genome, with a new compatible distance if the cascade rules out the current one, and its
+        weight on its distance's scale."""
+        genome = self._genome(self.on_scale(term))
         if genome is None and term.distance.name not in self.space.distances_for(self.input, term.transforms,
                                                                                   self.family):
             distance = self.space.sample_distance(self.input, term.transforms, rng, self.family)
             if distance is not None:
-                genome = self._genome(term.replace(distance=distance))
+                genome = self._genome(self.on_scale(term.replace(distance=distance)))
         return genome
 
     @staticmethod
@@ -140,13 +187,13 @@ class Stage1Ops(_KeyCache):
             current = term.input_params[param]
             options = [v for v in self.space.input_param_options(self.input)[param] if v != current]
             return term.replace(params=tuple({**dict(term.params), param: rng.choice(options)}.items()))
-        return term.replace(weight=rng.choice([w for w in self.weights if w != term.weight]))
+        return term.replace(weight=rng.choice([w for w in self.weight_grid(term.distance.name) if w != term.weight]))
 
     # ------------------------------------------------------------------------- SearchSpaceOps
     def sample(self, rng: random.Random) -> Genome:
         for _ in range(MAX_REDRAWS):
             term = self.space.sample_term(self.input, rng, stage=1, family=self.family)
-            genome = self._genome(term)
+            genome = self._genome(self.on_scale(term))
             if genome is not None:
                 return genome
         raise ConfigError(f'{self.space.source}: no valid {self.input!r} formulation in {MAX_REDRAWS} draws')
@@ -179,24 +226,37 @@ class Stage1Ops(_KeyCache):
         return a
 
     def seeds(self) -> List[Genome]:
-        """The published formulations of this input, weight moved to the nearest stage-1 option (so that every
-        stage-1 genome lies in the searched grid); those outside this space or detector family are skipped."""
+        """The published methods' formulations of this input at their exact weights, then each formulation of
+        the DetKDS release once, at the weight of the first pair using it moved to the nearest stage-1 option
+        (the release tuned its weights per pair, outside the searched grids: detkds.md defect 32; the weight gene
+        searches the rest). Those outside this space or detector family are skipped. Strategies are stage 2's."""
+        terms = [t.replace(enabled=True) for t in self.space.method_terms(self.input)]
+        terms += [t.replace(enabled=True, weight=nearest_option(t.weight, self.weights))
+                  for t in self.space.published_terms(self.input)]
         seeds: Dict[str, Genome] = {}
-        for term in self.space.published_terms(self.input):
-            genome = self._genome(term.replace(enabled=True, weight=nearest_option(term.weight, self.weights)))
-            if genome is not None:
-                seeds.setdefault(self.key(genome), genome)
+        formulations = set()
+        for term in terms:
+            genome = self._genome(term)
+            formulation = Genome((term.replace(weight=1.0),)).key()
+            if genome is not None and formulation not in formulations:
+                formulations.add(formulation)
+                seeds[self.key(genome)] = genome
         return list(seeds.values())
 
 
 class Stage2Ops(_KeyCache):
-    """Weight search over the stage-1 winners: one gene per term, its weight from the stage-2 options.
+    """Weight and strategy search over the stage-1 winners: one weight gene per term (the stage-2 options of its
+    input, scaled by the unit of the winner's weight), and the space's training-strategy genes.
 
     ``allow_disable`` adds weight 0 (term off) to inputs whose stage-2 options lack it: stage 1 only shows that a
     term helps alone, and a combination may be better without it. At least one term stays on.
+    ``default_strategy``: what stage-1 genomes were trained with (the proxy's), the strategy of the seeds that
+    are not a published genome's. A genome with that strategy carries none (it trains the same way), so that a
+    combination equal to a stage-1 genome has its key and reuses its result instead of training again.
     """
 
-    def __init__(self, space: Space, winners: Mapping[str, Genome], allow_disable: bool = True):
+    def __init__(self, space: Space, winners: Mapping[str, Genome], allow_disable: bool = True,
+                 default_strategy: Optional[TrainingStrategy] = None):
         super().__init__()
         if not winners:
             raise ValueError('stage 2 needs at least one stage-1 winner')
@@ -204,10 +264,18 @@ class Stage2Ops(_KeyCache):
         self.base: Tuple[Term, ...] = tuple(winners[name].terms[0] for name in winners)
         self.options: Dict[str, Tuple[float, ...]] = {}
         for term in self.base:
-            options = tuple(space.weight_options(term.input, 2))
+            unit = weight_unit(term.weight, space.weight_options(term.input, 1))
+            options = scaled_grid(space.weight_options(term.input, 2), unit)
             if allow_disable and 0.0 not in options and len(winners) > 1:
                 options = (0.0,) + options
             self.options[term.input] = options
+        self.strategy_genes = {gene: options for gene, options in space.strategy.items() if len(options) > 1}
+        default = default_strategy or TrainingStrategy()
+        self.default_strategy = default if space.strategy else None
+        if space.strategy and space.strategy_problem(default):
+            # the proxy's own recipe must stay reachable: stage 1 was trained with it
+            raise ConfigError(f'{space.source}: the proxy trains stage 1 with {default.formula()}, which the '
+                              f'space\'s strategy options exclude: {space.strategy_problem(default)}')
 
     def problem(self, genome: Genome) -> Optional[str]:
         if [t.input for t in genome.terms] != [t.input for t in self.base]:
@@ -222,60 +290,99 @@ class Stage2Ops(_KeyCache):
             problem = self.space.term_problem(term)
             if problem:
                 return problem
-        return None
+        if genome.strategy is not None and genome.strategy == self.default_strategy:
+            return 'the proxy\'s strategy is written as no strategy'
+        return self.space.strategy_problem(genome.strategy)
 
-    def _genome(self, weights: Sequence[float]) -> Optional[Genome]:
+    def _genome(self, weights: Sequence[float], strategy: Optional[TrainingStrategy]) -> Optional[Genome]:
         if not any(w > 0 for w in weights):
             return None
-        return Genome(tuple(t.replace(weight=float(w)) for t, w in zip(self.base, weights)))
+        if strategy == self.default_strategy:
+            strategy = None
+        return Genome(tuple(t.replace(weight=float(w)) for t, w in zip(self.base, weights)), strategy)
+
+    def _strategy_of(self, genome: Genome) -> Optional[TrainingStrategy]:
+        return genome.strategy or self.default_strategy
+
+    @staticmethod
+    def _strategy_with(strategy: Optional[TrainingStrategy], **genes) -> Optional[TrainingStrategy]:
+        return dataclasses.replace(strategy, **genes) if strategy is not None and genes else strategy
 
     def sample(self, rng: random.Random) -> Genome:
+        strategy = self._strategy_with(self.default_strategy, **{gene: rng.choice(options)
+                                                                  for gene, options in self.strategy_genes.items()})
         for _ in range(MAX_REDRAWS):
-            genome = self._genome([rng.choice(self.options[t.input]) for t in self.base])
+            genome = self._genome([rng.choice(self.options[t.input]) for t in self.base], strategy)
             if genome is not None:
                 return genome
         raise ConfigError('stage 2: every sampled weight combination switches all terms off')
 
     def mutate(self, genome: Genome, rng: random.Random) -> Genome:
-        """Move one term's weight to another option (a second term with probability 1/4)."""
+        """Move one gene (a term's weight or a strategy gene) to another option (a second one with probability
+        1/4)."""
+        genes = [('weight', i) for i in range(len(self.base))] + [('strategy', g) for g in self.strategy_genes]
         for _ in range(MAX_REDRAWS):
-            weights = [t.weight for t in genome.terms]
-            for _change in range(2 if rng.random() < 0.25 and len(weights) > 1 else 1):
-                i = rng.randrange(len(weights))
-                options = [w for w in self.options[self.base[i].input] if w != weights[i]]
-                if options:
-                    weights[i] = rng.choice(options)
-            child = self._genome(weights)
+            weights, strategy = [t.weight for t in genome.terms], self._strategy_of(genome)
+            for kind, which in rng.sample(genes, 2 if rng.random() < 0.25 and len(genes) > 1 else 1):
+                if kind == 'weight':
+                    options = [w for w in self.options[self.base[which].input] if w != weights[which]]
+                    if options:
+                        weights[which] = rng.choice(options)
+                else:
+                    current = getattr(strategy, which)
+                    strategy = self._strategy_with(strategy, **{which: rng.choice(
+                        [v for v in self.strategy_genes[which] if v != current])})
+            child = self._genome(weights, strategy)
             if child is not None:
                 return child
         return genome
 
     def crossover(self, a: Genome, b: Genome, rng: random.Random) -> Genome:
         for _ in range(MAX_REDRAWS):
-            child = self._genome([x.weight if rng.random() < 0.5 else y.weight for x, y in zip(a.terms, b.terms)])
+            weights = [x.weight if rng.random() < 0.5 else y.weight for x, y in zip(a.terms, b.terms)]
+            first, second = self._strategy_of(a), self._strategy_of(b)
+            strategy = self._strategy_with(first, **{
+                gene: getattr(first if rng.random() < 0.5 else second, gene) for gene in self.strategy_genes})
+            child = self._genome(weights, strategy)
             if child is not None:
                 return child
         return a
 
     def seeds(self) -> List[Genome]:
-        """All terms at their stage-1 weights, all at 1 (the release's default gammas), and each published pair's
-        weights (terms it does not use switched off where allowed); weights moved to the nearest option."""
-        combos: List[Dict[str, float]] = [{t.input: t.weight for t in self.base}, {t.input: 1.0 for t in self.base}]
-        for published in self.space.published.values():
-            used = {t.input: t.weight for t in published.active_terms}
-            if any(t.input in used for t in self.base):
-                combos.append({t.input: used.get(t.input, 0.0) for t in self.base})
+        """All terms at their stage-1 weights and all at 1 (the release's default gammas), with the proxy's
+        strategy; then each published genome's combination with its strategy: a term whose formulation is the
+        published one at the published weight, a winner the published genome also distils at its stage-1 weight,
+        the other terms off where allowed. Weights are moved to the nearest option."""
+        combos: List[Tuple[Dict[str, float], Optional[TrainingStrategy]]] = [
+            ({t.input: t.weight for t in self.base}, self.default_strategy),
+            ({t.input: 1.0 * weight_unit(t.weight, self.space.weight_options(t.input, 1)) for t in self.base},
+             self.default_strategy)]
+        for published in self.space.named_genomes().values():
+            used = {t.input: t for t in published.active_terms}
+            if not any(t.input in used for t in self.base):
+                continue
+            weights = {}
+            for term in self.base:
+                mine = used.get(term.input)
+                same = mine is not None and Genome((mine,)).key() == Genome((term.replace(weight=mine.weight),)).key()
+                weights[term.input] = mine.weight if same else (term.weight if mine is not None else 0.0)
+            strategy = published.strategy if self.default_strategy is not None else None
+            if strategy is not None and self.space.strategy_problem(strategy):
+                strategy = self.default_strategy
+            combos.append((weights, strategy or self.default_strategy))
         seeds: Dict[str, Genome] = {}
-        for combo in combos:
-            genome = self._genome([nearest_option(combo[t.input], self.options[t.input]) for t in self.base])
+        for combo, strategy in combos:
+            genome = self._genome([nearest_option(combo[t.input], self.options[t.input]) for t in self.base],
+                                  strategy)
             if genome is not None:
                 seeds.setdefault(self.key(genome), genome)
         return list(seeds.values())
 
 
 def build_ops(space: Space, inputs: Optional[Sequence[str]] = None, family: Optional[str] = None,
-              allow_disable: bool = True) -> Tuple[Dict[str, Stage1Ops], Callable[[Mapping[str, Genome]], Stage2Ops]]:
+              allow_disable: bool = True, default_strategy: Optional[TrainingStrategy] = None,
+              ) -> Tuple[Dict[str, Stage1Ops], Callable[[Mapping[str, Genome]], Stage2Ops]]:
     """The adapters :class:`~search.evolution.Evolution` takes: stage-1 ops per input (the space's order unless
-    ``inputs`` is given) and the stage-2 factory."""
+    ``inputs`` is given) and the stage-2 factory. ``default_strategy``: the proxy's training strategy."""
     stage1 = {name: Stage1Ops(space, name, family) for name in (inputs or space.offered_inputs(family))}
-    return stage1, lambda winners: Stage2Ops(space, winners, allow_disable)
+    return stage1, lambda winners: Stage2Ops(space, winners, allow_disable, default_strategy)

@@ -14,6 +14,8 @@ from ray.tune.search import Searcher
 from workers.tune_trial import FINAL, GROUP, REASON, candidate_result, trial_config
 
 from .evolution import COMPLETE, FAIL, PRUNED, REEVAL, Evolution, Proposal, Result
+
+PROTECTED = 'protected'   # trial config flag: exempt from the early-stopping scheduler
 from .study import TrialBook
 
 
@@ -61,7 +63,7 @@ class EvolutionSearcher(Searcher):
         # the group's candidates share batches and teacher forwards, hence one training seed
         group += self.evolution.ask(self._group_room() - 1, seed=group[0].seed)
         entries = [{'genome': p.genome.to_json(), 'seed': p.seed, 'optuna_trial': self.book.start(p),
-                    'proposal': p.id, 'kind': p.kind} for p in group]
+                    'proposal': p.id, 'kind': p.kind, PROTECTED: p.protected} for p in group]
         self.by_trial[trial_id] = group
         self.started += len(group)
         return trial_config(entries)
@@ -140,14 +142,16 @@ class TrialRetryRecorder(Callback):
 
 
 class _SparingReevaluations:
-    """Early stopping for single-candidate exploration trials only: a re-evaluation confirms a finalist with
-    another seed and must run to the end (a pruned re-evaluation would make the finalist unfit on a partial
-    result), and a shared-teacher group is never stopped (stopping the trial would stop every candidate on one
-    candidate's AP; the config refuses a scheduler with candidates_per_trial > 1, and a group reports no
-    top-level AP anyway)."""
+    """Early stopping for unprotected single-candidate exploration trials only. Protected proposals run to the
+    end (search/evolution.py: generation-0 seeds, a stream's first proposal while it has no fit genome, and
+    re-evaluations, which confirm a finalist with another seed: a pruned one would make the finalist unfit on a
+    partial result), so no stage, input or finalist is left without complete evaluations. A shared-teacher group
+    is never stopped (stopping the trial would stop every candidate on one candidate's AP; the config refuses a
+    scheduler with candidates_per_trial > 1, and a group reports no top-level AP anyway)."""
 
     def on_trial_result(self, tune_controller, trial, result):
-        if GROUP in trial.config or trial.config.get('kind') == REEVAL:
+        config = trial.config
+        if GROUP in config or config.get(PROTECTED) or config.get('kind') == REEVAL:
             return TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)
 

@@ -25,7 +25,7 @@ import yaml
 
 from distill_core.errors import ConfigError
 from distill_core.genome import (FAMILY_SCOPED_INPUTS, INPUT_PARAMS, KNOWLEDGE_INPUTS, Genome, OpSpec, Term,
-                                 op_defaults)
+                                 TrainingStrategy, op_defaults)
 from distill_core.registry import DISTANCES, TRANSFORMS
 
 class _YamlLoader(yaml.SafeLoader):
@@ -45,7 +45,9 @@ def read_yaml(path: Union[str, Path]) -> Any:
 
 DEFAULT_SPACE_FILE = Path(__file__).resolve().parents[1] / 'search_space.yaml'
 GROUPS = ('feature', 'response', 'localization')
-TOP_KEYS = {'version', 'inputs', 'groups', 'family_only', 'params', 'input_params', 'weights', 'published'}
+TOP_KEYS = {'version', 'inputs', 'groups', 'family_only', 'params', 'input_params', 'weights', 'strategy', 'methods',
+            'published'}
+STRATEGY_GENES = ('inherit_neck_head', 'warmup', 'decay')
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,9 @@ class Space:
     family_only: Dict[str, Dict[str, Tuple[str, ...]]] = field(default_factory=dict)
     stage1_weights: Dict[str, Tuple[float, ...]] = field(default_factory=dict)
     stage2_weights: Dict[str, Tuple[float, ...]] = field(default_factory=dict)
-    published: Dict[str, Genome] = field(default_factory=dict)
+    strategy: Dict[str, Tuple[Any, ...]] = field(default_factory=dict)   # stage-2 training-strategy genes
+    methods: Dict[str, Genome] = field(default_factory=dict)     # published methods (pkd, mgd, ...) as genomes
+    published: Dict[str, Genome] = field(default_factory=dict)   # the DetKDS release's genomes, per pair
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -184,16 +188,31 @@ class Space:
         return Genome(tuple(self.sample_term(i, rng, stage, family) for i in (inputs or self.offered_inputs(family))))
 
     def published_terms(self, input: str) -> List[Term]:
-        """The distinct published formulations of one input (by canonical form), in file order."""
-        seen, terms = set(), []
-        for genome in self.published.values():
-            term = genome.term(input)
-            if term is not None:
-                key = Genome((term,)).key()
-                if key not in seen:
-                    seen.add(key)
-                    terms.append(term)
-        return terms
+        """The distinct formulations of one input in the DetKDS release's genomes (by canonical form), in file
+        order."""
+        return _distinct_terms(self.published.values(), input)
+
+    def method_terms(self, input: str) -> List[Term]:
+        """The distinct formulations of one input in the published methods' genomes (``methods``), in file order."""
+        return _distinct_terms(self.methods.values(), input)
+
+    def named_genomes(self) -> Dict[str, Genome]:
+        """Every published genome by name: the methods (``pkd``, ``mgd``, ``fgd_focal``, ...), then the DetKDS
+        release's (``detkds/<pair>``)."""
+        return {**self.methods, **{f'detkds/{pair}': genome for pair, genome in self.published.items()}}
+
+    def published_name(self, genome: Genome, default_strategy: Optional[TrainingStrategy] = None) -> Optional[str]:
+        """The name of the published genome that ``genome`` equals (same loss: same canonical terms), or None for
+        a new formulation. Strategies are compared too when both sides have one (a genome without a strategy
+        is trained with ``default_strategy``, e.g. the proxy's); a published genome without one matches any."""
+        terms = Genome(genome.terms).key()
+        strategy = genome.strategy or default_strategy
+        for name, published in self.named_genomes().items():
+            if Genome(published.terms).key() != terms:
+                continue
+            if published.strategy is None or strategy is None or published.strategy == strategy:
+                return name
+        return None
 
     # ------------------------------------------------------------------ validation
     def term_problem(self, term: Term, family: Optional[str] = None) -> Optional[str]:
@@ -227,12 +246,44 @@ class Space:
             return f'{term.input}: distance {term.distance.name!r} needs a detector family in {list(families)}'
         return None
 
+    def strategy_problem(self, strategy: Optional[TrainingStrategy]) -> Optional[str]:
+        """Why ``strategy`` is not one of this space's stage-2 strategies, or None (no strategy is always fine)."""
+        if strategy is None:
+            return None
+        if not self.strategy:
+            return 'this space searches no training strategy (no `strategy` section)'
+        for gene in STRATEGY_GENES:
+            value = getattr(strategy, gene)
+            if value not in self.strategy[gene]:
+                return f'strategy.{gene} = {value!r} is not an option {list(self.strategy[gene])}'
+        return None
+
+    def strategies(self) -> List[TrainingStrategy]:
+        """Every combination of the strategy genes' options, first options first."""
+        return [TrainingStrategy(**dict(zip(STRATEGY_GENES, values)))
+                for values in itertools.product(*(self.strategy[gene] for gene in STRATEGY_GENES))]
+
     def validate(self, genome: Genome, family: Optional[str] = None) -> Genome:
         for term in genome.terms:
             problem = self.term_problem(term, family)
             if problem:
                 raise ConfigError(f'genome not in the space of {self.source}: {problem}')
+        problem = self.strategy_problem(genome.strategy)
+        if problem:
+            raise ConfigError(f'genome not in the space of {self.source}: {problem}')
         return genome
+
+
+def _distinct_terms(genomes, input: str) -> List[Term]:
+    seen, terms = set(), []
+    for genome in genomes:
+        term = genome.term(input)
+        if term is not None:
+            key = Genome((term,)).key()
+            if key not in seen:
+                seen.add(key)
+                terms.append(term)
+    return terms
 
 
 def _param_problem(op: OpSpec, kind: str) -> Optional[str]:
@@ -292,9 +343,33 @@ class _Loader:
         input_params = self.input_params(self.mapping(data.get('input_params') or {}, 'input_params'))
         family_only = self.family_only(self.mapping(data.get('family_only') or {}, 'family_only'), groups)
         stage1, stage2 = self.weights(self.mapping(data['weights'], 'weights'), inputs)
-        space = Space(self.source, inputs, groups, params, input_params, family_only, stage1, stage2)
+        strategy = self.strategy(self.mapping(data.get('strategy') or {}, 'strategy'))
+        space = Space(self.source, inputs, groups, params, input_params, family_only, stage1, stage2, strategy)
+        space.methods = self.published(self.mapping(data.get('methods') or {}, 'methods'), space, 'methods')
         space.published = self.published(self.mapping(data.get('published') or {}, 'published'), space)
         return space
+
+    def strategy(self, data: Dict) -> Dict[str, Tuple[Any, ...]]:
+        """Options of the stage-2 training-strategy genes: all three or none (no strategy searched)."""
+        if not data:
+            return {}
+        for gene in set(data) | set(STRATEGY_GENES):
+            if gene not in STRATEGY_GENES:
+                self.fail(f'strategy.{gene}', f'unknown gene (known: {list(STRATEGY_GENES)})')
+            if gene not in data:
+                self.fail(f'strategy.{gene}', 'missing (give all of inherit_neck_head, warmup, decay)')
+        out = {}
+        for gene in STRATEGY_GENES:
+            values = data[gene]
+            if not isinstance(values, list) or not values or len(set(map(repr, values))) != len(values):
+                self.fail(f'strategy.{gene}', f'expected a non-empty list of distinct options, got {values!r}')
+            for value in values:
+                try:
+                    TrainingStrategy(**{gene: value})
+                except ConfigError as exc:
+                    self.fail(f'strategy.{gene}', f'option {value!r}: {exc}')
+            out[gene] = tuple(float(v) if gene == 'warmup' else v for v in values)
+        return out
 
     def groups(self, data: Dict, inputs: Sequence[str]) -> Dict[str, GroupSpace]:
         groups = {}
@@ -429,18 +504,24 @@ class _Loader:
             self.fail(f'weights.stage2.{input}', 'missing')
         return out1, out2
 
-    def published(self, data: Dict, space: Space) -> Dict[str, Genome]:
+    def published(self, data: Dict, space: Space, section: str = 'published') -> Dict[str, Genome]:
+        """Named genomes: ``name: {<input>: <term>, ..., strategy: {...} (optional)}``."""
         out = {}
-        for pair, terms in data.items():
-            key = f'published.{pair}'
+        for name, terms in data.items():
+            key = f'{section}.{name}'
             terms = self.mapping(terms, key)
+            strategy = terms.pop('strategy', None)
             try:
-                genome = Genome.from_dict({'terms': terms})
+                genome = Genome.from_dict({'terms': terms, 'strategy': strategy})
             except ConfigError as exc:
                 self.fail(key, str(exc))
             for term in genome.terms:
                 problem = space.term_problem(term)
                 if problem:
                     self.fail(f'{key}.{term.input}', problem)
-            out[pair] = genome
+            if genome.strategy is not None and space.strategy:
+                problem = space.strategy_problem(genome.strategy)
+                if problem:
+                    self.fail(f'{key}.strategy', problem)
+            out[name] = genome
         return out

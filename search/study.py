@@ -20,6 +20,7 @@ from .storage import (ATTR_FAIL_REASON, ATTR_FORMULA, ATTR_GENERATION, ATTR_GENO
 ATTR_KEY = 'key'                  # canonical genome hash
 ATTR_INPUT = 'input'              # stage-1 knowledge input, or 'combined' in stage 2
 ATTR_KIND = 'kind'                # 'explore' | 'reeval'
+ATTR_PROTECTED = 'protected'      # exempt from early stopping (seeds, re-evaluations, ...: search/evolution.py)
 ATTR_INTERRUPTED = 'interrupted'  # closed because its controller died or was stopped: re-run on resume
 ATTR_METRICS = 'metrics'          # AP, AP50, AP75, APs, APm, APl of the proxy
 ATTR_CURVE = 'curve'              # every report of the trial: iteration, loss terms, AP
@@ -95,6 +96,9 @@ def genome_params(space, genome) -> Dict[str, Any]:
             if value in options:
                 params[f'{term.input}.{name}'] = (value, CategoricalDistribution(options))
         params[f'{term.input}.weight'] = (term.weight, FloatDistribution(0.0, 1000.0))
+    if genome.strategy is not None and space.strategy:   # stage 2's training-strategy genes
+        for gene, options in space.strategy.items():
+            params[f'strategy.{gene}'] = (getattr(genome.strategy, gene), CategoricalDistribution(options))
     return params
 
 
@@ -117,7 +121,7 @@ class TrialBook:
         genome = proposal.genome
         attrs = {ATTR_GENOME: genome.to_json(), ATTR_FORMULA: genome.formula(), ATTR_KEY: proposal.key,
                  ATTR_STAGE: proposal.stage, ATTR_INPUT: proposal.input, ATTR_GENERATION: proposal.generation,
-                 ATTR_KIND: proposal.kind, ATTR_SEED: proposal.seed,
+                 ATTR_KIND: proposal.kind, ATTR_SEED: proposal.seed, ATTR_PROTECTED: proposal.protected,
                  ATTR_PARENTS: [self._number_of_key[k] for k in proposal.parents if k in self._number_of_key]}
         for name, value in attrs.items():
             trial.set_user_attr(name, value)

@@ -105,8 +105,15 @@ def check_complete_study(study):
             assert set(t.user_attrs['metrics']) >= {'AP', 'AP50', 'AP75'}
         if t.state == TrialState.FAIL:
             assert t.user_attrs.get('fail_reason')
-    # early stopping is for exploration only: a finalist's re-evaluation always runs to the end
+    # early stopping is for exploration only: a finalist's re-evaluation always runs to the end, and so do the
+    # protected explorations (seeds, each generation's first proposal): no stage or generation is left empty
     assert not [t.number for t in real if t.user_attrs['kind'] == 'reeval' and t.state == TrialState.PRUNED]
+    assert not [t.number for t in real if t.user_attrs.get('protected') and t.state == TrialState.PRUNED]
+    generations = {(t.user_attrs['stage'], t.user_attrs['input'], t.user_attrs['generation'])
+                   for t in real if t.user_attrs['kind'] == 'explore'}
+    for where in generations:
+        assert [t for t in real if (t.user_attrs['stage'], t.user_attrs['input'], t.user_attrs['generation'])
+                == where and t.state == TrialState.COMPLETE], where
     progress = json.loads(study.user_attrs['progress'])
     assert progress['finished'] and progress['stage'] == 2
     return real

@@ -4,8 +4,9 @@ import random
 import pytest
 
 from distill_core.genome import Genome
+from distill_core.transforms import IDENTITY_OPS
 from search.evolution import EXPLORE, Evolution, Result, StagePlan
-from search.operators import Stage1Ops, Stage2Ops, build_ops, nearest_option
+from search.operators import Stage1Ops, Stage2Ops, build_ops, nearest_option, scaled_grid, weight_unit
 from search.space import Space
 
 DRAWS = 150
@@ -42,7 +43,9 @@ def test_stage1_offspring_stay_in_the_space(space, input, family):
             assert ops.problem(genome) is None, (genome.formula(), ops.problem(genome))
             assert space.term_problem(genome.terms[0], family) is None
             term = genome.terms[0]
-            assert term.weight in space.weight_options(input, 1)
+            # the stage-1 grid; for a distance of a published method off the grid (sse), scaled by its weight
+            assert term.weight in ops.weight_grid(term.distance.name)
+            assert ops.weight_grid(term.distance.name) == space.weight_options(input, 1) or term.distance.name == 'sse'
             names = {op.name for op in term.transforms}
             assert not (term.distance.name == 'kl' and any(n.startswith('logsoftmax') for n in names))
             assert not (term.distance.name == 'ssim' and names & {'batch', 'channel'})
@@ -57,14 +60,16 @@ def test_stage1_offspring_stay_in_the_space(space, input, family):
     assert changed >= 0.9 * DRAWS
 
 
-def test_stage1_seeds_are_the_published_formulations_on_the_stage1_grid(space):
+def test_stage1_seeds_are_the_published_formulations(space):
+    """The published methods' at their exact weights (tests/test_space_published.py), then each DetKDS release
+    formulation once, at the first pair's weight moved to the stage-1 grid."""
     global_seeds = Stage1Ops(space, 'global').seeds()
-    assert op_names(global_seeds[0]) == ('catt', 'scale_r2', 'norm_N')
-    assert global_seeds[0].terms[0].distance.name == 'l1'
-    assert global_seeds[0].terms[0].weight == 5.0            # published 6 -> nearest option of {1, 2, 5, 10}
-    # published weights 6, 2, 5, 10 -> options 5, 2, 5, 10: three distinct seeds
-    assert [g.terms[0].weight for g in global_seeds] == [5.0, 2.0, 10.0]
-    assert {op_names(g) for g in global_seeds} == {('catt', 'scale_r2', 'norm_N')}
+    methods = [Genome(space.methods[name].terms).key() for name in ('pkd', 'mgd')]
+    assert [g.key() for g in global_seeds[:2]] == methods
+    detkds = global_seeds[2:]
+    assert len(detkds) == 1 and op_names(detkds[0]) == ('catt', 'scale_r2', 'norm_N')
+    assert detkds[0].terms[0].distance.name == 'l1'
+    assert detkds[0].terms[0].weight == 5.0            # published 6 (RetinaNet) -> nearest option of {1, 2, 5, 10}
     logits = Stage1Ops(space, 'logits').seeds()
     assert [(op_names(g), g.terms[0].distance.name, g.terms[0].weight) for g in logits] == \
         [(('softmax_C',), 'pearson', 0.1)]
@@ -87,12 +92,15 @@ def test_stage2_varies_only_the_weights_of_the_winners(space):
     rng = random.Random(1)
     winners = {name: Stage1Ops(space, name).sample(rng) for name in ('global', 'fg_bg', 'logits')}
     ops = Stage2Ops(space, winners)
-    assert ops.options['global'] == (0.0, 1.0, 2.0, 5.0, 10.0)     # off added: a term may be dropped
-    assert ops.options['fg_bg'] == (0.0, 1.0, 2.0, 5.0)
+
+    def unit(name):   # 1, or the scale of a published method's distance (sse) the winner was drawn with
+        return weight_unit(winners[name].terms[0].weight, space.weight_options(name, 1))
+    assert ops.options['global'] == (0.0,) + scaled_grid((1.0, 2.0, 5.0, 10.0), unit('global'))   # off added
+    assert ops.options['fg_bg'] == scaled_grid((0.0, 1.0, 2.0, 5.0), unit('fg_bg'))
     seeds = ops.seeds()
     stage1_weights = [nearest_option(w.terms[0].weight, ops.options[n]) for n, w in winners.items()]
     assert [t.weight for t in seeds[0].terms] == stage1_weights
-    assert [t.weight for t in seeds[1].terms] == [1.0, 1.0, 1.0]
+    assert [t.weight for t in seeds[1].terms] == [unit(name) for name in winners]   # all at 1 (in their units)
     population = [ops.sample(rng) for _ in range(10)] + seeds
     off = 0
     for _ in range(DRAWS):
@@ -108,7 +116,10 @@ def test_stage2_varies_only_the_weights_of_the_winners(space):
 
 
 def genes(term):
-    return [op.name for op in term.transforms] + [term.distance.name, term.weight]
+    """Slot ops (identities as 'no': the search cannot tell 'scale_r1' from 'no', one canonical genome), the
+    distance and the weight."""
+    return ['no' if op.name in IDENTITY_OPS else op.name for op in term.transforms] + [term.distance.name,
+                                                                                      term.weight]
 
 
 def run_synthetic_search(space, seed):
@@ -118,7 +129,9 @@ def run_synthetic_search(space, seed):
     rng = random.Random(seed)
     stage1, stage2 = build_ops(space, ['global', 'logits'])
     weights = {'global': 2.0, 'logits': 1.0}          # options of both stages
-    targets = {name: stage1[name].sample(rng).terms[0].replace(weight=weights[name]) for name in stage1}
+    # (on the scale of the target's distance: a published method's for sse)
+    targets = {name: stage1[name].on_scale(stage1[name].sample(rng).terms[0].replace(weight=weights[name]))
+               for name in stage1}
 
     def fitness(p):
         score = 0.0

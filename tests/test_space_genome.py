@@ -102,15 +102,17 @@ def test_key_stable_across_processes():
 def test_default_space_contents():
     space = Space.default()
     assert space.inputs == ('global', 'fg_bg', 'instance', 'logits', 'localization', 'cross_head')
-    assert [len(t) for t in space.slot_tables('global')] == [5, 8, 14]
+    assert [len(t) for t in space.slot_tables('global')] == [9, 8, 15]   # the release's + the methods' ops
     assert space.slot_tables('localization') == ()
     assert space.weight_options('global', 1) == (1.0, 2.0, 5.0, 10.0)
     assert space.weight_options('logits', 2) == (0.0, 0.1, 1.0, 2.0)
     assert space.published['retinanet_r101_r50'].key() == PUBLISHED_RETINA.key()
     assert [t.formula() for t in space.published_terms('instance')] == [
         'instance: catt -> scale_r1 -> norm_C | l1 x50', 'instance: mask -> scale_r1 -> norm_C | pearson x1']
-    # 5 x 8 x 14 cascades x 8 distances, minus kl after the 3 logsoftmax (x 5 x 8) and ssim after batch/channel
-    assert space.size('global') == 5 * 8 * 14 * 8 - 5 * 8 * 3 - 5 * 8 * 2
+    # 9 x 8 x 15 cascades x 10 distances, minus kl after the 3 logsoftmax (x 9 x 8) and ssim after batch/channel
+    # (slot 3) or attention_maps (slot 1), the cascades with both counted once
+    assert space.size('global') == 9 * 8 * 15 * 10 - 9 * 8 * 3 - (9 * 8 * 2 + 8 * 15 - 8 * 2)
+    assert sorted(space.methods) == ['fgd_focal', 'mgd', 'pkd']
 
 
 def test_sampled_genomes_are_valid():
@@ -203,7 +205,7 @@ def test_user_space_restricts(tmp_path):
     data['params'] = {'catt': {'temperature': [0.5, 1.0]}}
     data['family_only'] = {}
     data['weights']['stage2'] = {'global': [1, 2]}
-    data['published'] = {}
+    data['published'] = data['methods'] = {}   # (their ops are outside this space)
     space = Space.from_file(_write(tmp_path, data))
     rng = random.Random(3)
     seen = {space.sample_genome(rng).term('global').formula() for _ in range(600)}

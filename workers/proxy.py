@@ -74,18 +74,29 @@ def distill_losses_for(genome) -> List[dict]:
                                                    genome=Genome.parse(genome).to_json()))]
 
 
+def training_strategy(genome, settings: ProxySettings):
+    """The genome's training strategy (stage 2 searches it), else the proxy's: ``proxy.inherit_neck_head``,
+    a constant distillation weight."""
+    from distill_core.genome import Genome, TrainingStrategy
+    strategy = Genome.parse(genome).strategy if genome is not None else None
+    return strategy or TrainingStrategy(inherit_neck_head=settings.inherit_neck_head)
+
+
 def build_distiller(search_cfg: Mapping, genome, settings: ProxySettings, base_dir: str = '.',
                     distill_losses: Optional[List[Mapping]] = None):
-    """The initialised ``DetectionDistiller`` of a trial (teacher loaded, frozen and in eval mode).
+    """The initialised ``DetectionDistiller`` of a trial (teacher loaded, frozen and in eval mode), trained with
+    the genome's strategy (``training_strategy``).
 
     ``distill_losses``: extra distiller loss entries (a published method's, for a baseline run)."""
     from distill_core.distiller import DetectionDistiller
     teacher = search_cfg['teacher']
+    strategy = training_strategy(genome, settings)
     model = DetectionDistiller(
         teacher=dict(config=resolve_path(teacher['config'], base_dir),
                      checkpoint=resolve_path(teacher['checkpoint'], base_dir)),
         student=dict(config=resolve_path(search_cfg['student']['config'], base_dir)),
-        inherit_neck_head=settings.inherit_neck_head,
+        inherit_neck_head=strategy.inherit_neck_head,
+        distill_schedule=dict(warmup=strategy.warmup, decay=strategy.decay),
         distill_losses=distill_losses_for(genome) + [dict(loss) for loss in distill_losses or ()])
     from distill_core.pretrained_backbone import relative_to
     with relative_to(base_dir):   # a relative pretrained-backbone path names a file under the search's folder
@@ -168,6 +179,7 @@ class _Candidate:
         """One step on the shared preprocessed batch and teacher outputs; the loss terms are checked before the
         update (a rejected candidate never updates)."""
         model = self.model
+        model.set_distill_progress((iteration - 1) / settings.iterations)   # as a Runner counts: 0 at the start
         with autocast:
             losses = model.loss(data['inputs'], data['data_samples'], teacher_outputs=teacher)
         total, log_vars = model.parse_losses(losses)

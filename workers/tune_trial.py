@@ -1,8 +1,8 @@
 """The Ray Tune function trainable: one proxy trial of one candidate, or of a shared-teacher group of K
 candidates (``resources.candidates_per_trial``), their reports and their outcomes.
 
-Trial config: a single candidate keeps the flat form ``{'genome', 'seed', 'optuna_trial', 'proposal', 'kind'}``
-and reports unprefixed keys (``AP``, ``loss``, ``trial_status``: what a scheduler reads); a group is
+Trial config: a single candidate keeps the flat form ``{'genome', 'seed', 'optuna_trial', 'proposal', 'kind',
+'protected'}`` and reports unprefixed keys (``AP``, ``loss``, ``trial_status``: what a scheduler reads); a group is
 ``{'candidates': [<flat entry>, ...], 'seed': s}`` and candidate ``k`` reports under ``c<k>/`` (``c0/AP``,
 ``c0/trial_status``, ``c0/reason``) next to the shared ``iteration``. ``trial_config``, ``candidate_prefix``
 and ``candidate_result`` are the one definition of both forms (the searcher reads results with them).

@@ -103,12 +103,19 @@ def masks_from_samples(data_samples, feat: Tensor, masks: Optional[Tuple[Tensor,
     return fg_bg_masks(boxes, shapes, tuple(feat.shape[-2:]))
 
 
-def weighted_sq_error(student: Tensor, teacher: Tensor, *weights: Tensor) -> Tensor:
-    """``sum(prod(weights) * (S - T)^2) / N`` in the reference's order: each operand is multiplied by the
-    ``sqrt`` of each weight in turn, then a summed squared error (bitwise parity with FGD)."""
+def sqrt_weighted(student: Tensor, teacher: Tensor, *weights: Tensor) -> Tuple[Tensor, Tensor]:
+    """Both operands multiplied by the ``sqrt`` of each weight in turn (the reference's order), so that a
+    squared error of the pair is weighted by the product of the weights."""
     for weight in weights:
         root = weight.sqrt()
         student, teacher = student * root, teacher * root
+    return student, teacher
+
+
+def weighted_sq_error(student: Tensor, teacher: Tensor, *weights: Tensor) -> Tensor:
+    """``sum(prod(weights) * (S - T)^2) / N`` in the reference's order: ``sqrt_weighted``, then a summed squared
+    error (bitwise parity with FGD)."""
+    student, teacher = sqrt_weighted(student, teacher, *weights)
     return (student - teacher).pow(2).sum() / student.shape[0]
 
 

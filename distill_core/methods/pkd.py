@@ -14,13 +14,14 @@ from torch import Tensor, nn
 
 
 def channel_standardise(feat: Tensor) -> Tensor:
-    """``(F - mean_c) / (std_c + 1e-6)`` with per-channel statistics over N*H*W (unbiased std)."""
-    if feat.dim() != 4:
-        raise ValueError(f'PKDLoss expects N x C x H x W features, got shape {tuple(feat.shape)}')
-    n, c, h, w = feat.shape
+    """``(F - mean_c) / (std_c + 1e-6)`` with per-channel statistics over N*H*W (unbiased std); any input
+    ``N x C x ...`` (the search space's op applies it to flattened maps too)."""
+    if feat.dim() < 2:
+        raise ValueError(f'channel standardisation needs N x C x ... features, got shape {tuple(feat.shape)}')
+    n, c = feat.shape[:2]
     flat = feat.transpose(0, 1).reshape(c, -1)
     flat = (flat - flat.mean(dim=-1, keepdim=True)) / (flat.std(dim=-1, keepdim=True) + 1e-6)
-    return flat.reshape(c, n, h, w).transpose(0, 1)
+    return flat.reshape(c, n, *feat.shape[2:]).transpose(0, 1)
 
 
 @MODELS.register_module()
@@ -46,6 +47,8 @@ class PKDLoss(nn.Module):
         loss = 0.0
         for s, t in zip(students, teachers):
             t = t.detach()
+            if s.dim() != 4 or t.dim() != 4:
+                raise ValueError(f'PKDLoss expects N x C x H x W features, got {tuple(s.shape)} and {tuple(t.shape)}')
             if s.shape[2] != t.shape[2]:
                 if self.resize_stu:
                     s = F.interpolate(s, t.shape[2:], mode='bilinear', align_corners=False)
