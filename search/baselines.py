@@ -1,9 +1,11 @@
 """Published baselines under the search's own proxy: reference lines for the dashboard and the report.
 
 ``none`` trains the student alone; ``fgd``, ``mgd``, ``pkd``, ``crosskd`` and ``bckd`` train it with that method's
-distillation losses (``FGDLoss`` / ``MGDLoss`` / ``PKDLoss`` / ``CrossKDLoss`` / ``BCKDLoss``), on exactly the proxy task, seed and budget of the search's
-exploration trials. Each run is stored as a trial with user attribute ``baseline=<name>`` and no ``key``, so the
-evolution's replay and the export ranking ignore it.
+distillation losses (``FGDLoss`` / ``MGDLoss`` / ``PKDLoss`` / ``CrossKDLoss`` / ``BCKDLoss``), on exactly the
+proxy task and budget of the search's trials, on the seeds the search decides its finalists on (``train_seed``
+and one per re-evaluation), so that their means compare with the finalists'. Each run is stored as a trial with
+user attribute ``baseline=<name>`` and no ``key``: the evolution's replay ignores it; the results rank it beside
+the genomes (search/results.py), so the answer may be a published baseline.
 
 Where the losses come from: the search config's optional ``baselines`` section, either a list of names or a
 dict ``name -> distiller config`` (whose ``model.distill_losses`` is used; ``None`` for ``none``). A bare name
@@ -13,15 +15,14 @@ pair must name its method configs explicitly. Without a ``baselines`` section, a
 method that has a shipped demo config for its family (CrossKD: GFL, RetinaNet, FCOS; BCKD: GFL; MGD: RetinaNet,
 RepPoints; ...).
 
-Baselines run one after another in the calling process (the controller at the end of a search, or
-``detkds-search baselines``); a baseline already COMPLETE for the same seed is not run again.
+Baselines run first, as Ray tasks with the search's trial resources (the controller, before the first exploration
+trial: they are the bar the search must beat; or ``detkds-search baselines``); a baseline already COMPLETE for
+the same seed is never run again.
 """
 from __future__ import annotations
 
 import json
 import os.path as osp
-import time
-import traceback
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from optuna.trial import TrialState
@@ -30,7 +31,7 @@ from distill_core.errors import ConfigError, DetKDSError
 
 from . import study as st
 from .results import ATTR_BASELINE, baseline_label
-from .storage import ATTR_FAIL_REASON, ATTR_FORMULA, ATTR_SEED, ATTR_WALL_TIME
+from .storage import ATTR_FORMULA, ATTR_SEED
 
 DEFAULT_BASELINES = ('none', 'fgd', 'mgd', 'pkd', 'crosskd', 'bckd')
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -110,66 +111,59 @@ def _done(study, name: str, seed: int) -> bool:
                for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
-def run_baseline_trial(study, name: str, losses: Optional[List[Dict]], search_raw: Mapping[str, Any],
-                       base_dir: str, seed: int) -> Optional[float]:
-    """One baseline proxy run recorded as a trial; returns its AP (None when it failed)."""
-    from workers.proxy import run_proxy_trial
-    trial = study.ask()
-    for attr, value in ((ATTR_BASELINE, name), (ATTR_SEED, seed), (ATTR_FORMULA, baseline_label(name))):
-        trial.set_user_attr(attr, value)
-    curve: List[Dict[str, float]] = []
-
-    def report(metrics: Mapping[str, Any]) -> None:
-        row = {k: float(v) for k, v in metrics.items()
-               if isinstance(v, (int, float)) and (k == 'iteration' or k.startswith(('loss', 'AP')))}
-        if row:
-            curve.append(row)
-        if 'AP' in metrics and 'iteration' in metrics:
-            trial.report(float(metrics['AP']), step=int(metrics['iteration']))
-
-    started = time.time()
-    try:
-        result = run_proxy_trial(dict(search_raw), None, seed, report=report, base_dir=base_dir,
-                                 distill_losses=losses)
-    except DetKDSError as exc:  # a user error (missing data, bad config): close the trial, stop here
-        trial.set_user_attr(ATTR_FAIL_REASON, str(exc)[:2000])
-        study.tell(trial, state=TrialState.FAIL)
-        raise
-    except Exception as exc:   # a failing method is recorded with its reason; the others still run
-        last = traceback.extract_tb(exc.__traceback__)[-1]
-        trial.set_user_attr(ATTR_FAIL_REASON, f'{type(exc).__name__}: {exc} (at {osp.basename(last.filename)}:'
-                                              f'{last.lineno})'[:2000])
-        value = None
-    else:
-        trial.set_user_attr(st.ATTR_METRICS, {k: float(v) for k, v in result.metrics.items()})
-        value = float(result.metrics['AP'])
-    trial.set_user_attr(ATTR_WALL_TIME, round(time.time() - started, 3))
-    trial.set_user_attr(st.ATTR_CURVE, json.dumps(curve))
-    if value is None:
-        study.tell(trial, state=TrialState.FAIL)
-    else:
-        study.tell(trial, value)
-    return value
+def baseline_seeds(search_raw: Mapping[str, Any], source: str = 'search config') -> List[int]:
+    """The seeds a search decides its finalists on (train_seed, then one per re-evaluation): the baselines are
+    measured on the same ones, so that their means compare with the finalists' means."""
+    from .evolution import StagePlan
+    plan = StagePlan.from_config(search_raw.get('search') or {}, source, other_keys=('train_seed',))
+    return [plan.train_seed + offset for offset in range(plan.reeval_seeds + 1)]
 
 
 def run_baselines_in_study(study, search_raw: Mapping[str, Any], source: str, base_dir: str = '.',
-                           names: Optional[Sequence[str]] = None, log=print) -> Dict[str, Optional[float]]:
-    """Run the missing baselines of ``study``; returns name -> proxy AP of those run now (None: it failed)."""
+                           names: Optional[Sequence[str]] = None, log=print, seeds: Optional[Sequence[int]] = None,
+                           resources: Optional[Mapping[str, Any]] = None,
+                           ray_address: Optional[str] = None) -> Dict[str, Optional[float]]:
+    """Run the missing (baseline, seed) proxies of ``study`` as Ray tasks (``resources``: the search config's,
+    default one CPU each, two at a time); returns name -> mean proxy AP over ``seeds`` (default
+    ``baseline_seeds``) of those run now (None: a run failed). A run already COMPLETE is never run again."""
+    from .config import RESOURCE_KEYS
+    from .ray_pool import run_on_ray
     specs = baseline_specs(search_raw, source, names)
-    seed = int((search_raw.get('search') or {}).get('train_seed', 0))
-    done: Dict[str, Optional[float]] = {}
+    seeds = list(seeds if seeds is not None else baseline_seeds(search_raw, source))
+    jobs = []
     for name, path in specs.items():
-        if _done(study, name, seed):
-            log(f'[baselines] {name}: already evaluated (seed {seed})')
-            continue
-        log(f'[baselines] {baseline_label(name)} under the proxy (seed {seed})' + (f': {path}' if path else ''))
-        value = run_baseline_trial(study, name, distill_losses_of(path), search_raw, base_dir, seed)
-        done[name] = value
-        if value is not None:
-            log(f'[baselines] {name}: proxy AP {value:.4f}')
-        else:
-            log(f'[baselines] {name}: FAILED (reason in the trial\'s fail_reason)')
-    return done
+        losses = distill_losses_of(path)
+        for seed in seeds:
+            if _done(study, name, seed):
+                continue
+            jobs.append(((name, seed), dict(kind='proxy', seed=seed, distill_losses=losses, genome=None,
+                                            search_cfg=dict(search_raw), label=f'baseline {name}')))
+    if not jobs:
+        log(f'[baselines] {", ".join(specs)}: already evaluated (seeds {seeds})')
+        return {}
+    log(f'[baselines] {len(jobs)} proxy runs first, the bar the search must beat: '
+        + ', '.join(baseline_label(name) for name in specs) + f' (seeds {seeds})')
+    values: Dict[str, List[Optional[float]]] = {}
+
+    def start(job):
+        name, seed = job
+        trial = study.ask()
+        for attr, value in ((ATTR_BASELINE, name), (ATTR_SEED, seed), (ATTR_FORMULA, baseline_label(name))):
+            trial.set_user_attr(attr, value)
+        return trial
+
+    def finish(job, trial, result):
+        name, seed = job
+        st.record_run(study, trial, result)
+        values.setdefault(name, []).append(result['value'] if result['ok'] else None)
+        log(f'[baselines] {name} seed {seed}: ' + (f'proxy AP {result["value"]:.4f}' if result['ok'] else
+                                                   f'FAILED ({result["reason"][:100]})'))
+
+    def interrupted(job, trial):
+        st.close_interrupted(study, trial, 'interrupted: the baselines stopped before this run finished')
+
+    run_on_ray(jobs, base_dir, dict(RESOURCE_KEYS, **(resources or {})), start, finish, interrupted, ray_address)
+    return {name: None if None in runs else sum(runs) / len(runs) for name, runs in values.items()}
 
 
 def run_baselines(config_path: str, study_name: str, names: Optional[Sequence[str]] = None,
@@ -180,7 +174,7 @@ def run_baselines(config_path: str, study_name: str, names: Optional[Sequence[st
     cfg = load_search_config(config_path)
     run_dir = run_dir or osp.join('runs', study_name)
     study = st.open_study(open_storage(storage, run_dir), study_name)
-    done = run_baselines_in_study(study, cfg.raw, cfg.source, cfg.base_dir, names, log=log)
+    done = run_baselines_in_study(study, cfg.raw, cfg.source, cfg.base_dir, names, log=log, resources=cfg.resources)
     failed = sorted(name for name, value in done.items() if value is None)
     if failed:
         raise DetKDSError(f'baselines failed: {", ".join(failed)} (reasons in the trials\' fail_reason; '

@@ -254,8 +254,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _library_logs_to_stderr() -> None:
+    """stdout carries the command's result (``--json`` output is parsed by scripts); mmengine's current logger
+    (config loading notes such as the substituted DETKDS_DEMO_BACKBONES) prints to stdout by default."""
+    import logging
+
+    from mmengine.logging import MMLogger
+    for handler in MMLogger.get_current_instance().handlers:
+        if type(handler) is logging.StreamHandler and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    _library_logs_to_stderr()
     from distill_core.errors import DetKDSError
     try:
         args.func(args)

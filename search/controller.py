@@ -149,30 +149,55 @@ class Launch:
             prepare_search_inputs(self.cfg.raw, self.cfg.base_dir, log=self.log, verbose=self.verbose)
             if st.STUDY_STARTED not in study.user_attrs:   # elapsed counts the search, not its preparation
                 study.set_user_attr(st.STUDY_STARTED, time.time())
+            self._baselines_first(study)
             self._run_trials(study, evolution, float(study.user_attrs[st.STUDY_STARTED]))
         summary = self._summary(study, evolution)
         if evolution.finished:
             summary.update(self._after_search(study))
         return summary
 
-    def _after_search(self, study) -> Dict[str, Any]:
-        """Baselines listed in the config (reference lines), then the best distiller's training config."""
+    def _baselines_first(self, study) -> None:
+        """The config's baselines under the same proxy and on the seeds the finalists are decided on, before the
+        first exploration trial: the bar the search must beat (never re-run: a COMPLETE run is kept)."""
+        if not self.cfg.raw.get('baselines'):
+            return
         from .baselines import run_baselines_in_study
-        from .export import export_study
-        if self.cfg.raw.get('baselines'):
-            try:
-                run_baselines_in_study(study, self.cfg.raw, self.cfg.source, self.cfg.base_dir, log=self.log)
-            except DetKDSError as exc:   # reference lines only: the search result still gets exported
-                self.log(f'[search] baselines stopped: {exc}')
+        from .results import results_of
+        try:
+            run_baselines_in_study(study, self.cfg.raw, self.cfg.source, self.cfg.base_dir, log=self.log,
+                                   resources=self.cfg.resources, ray_address=self.ray_address)
+        except DetKDSError as exc:   # reference lines: the search itself still runs
+            self.log(f'[search] baselines stopped: {exc}')
+        standing = results_of(study, self.storage_shown).standing()
+        if standing:
+            bar = standing['bar']
+            self.log(f'[search] the bar: {bar["name"]} at proxy AP {bar["value"]:.4f} (mean of {bar["seeds"]} seeds)')
+
+    def _after_search(self, study) -> Dict[str, Any]:
+        """The answer (the search's decided genome, or a baseline with a higher mean over the same seeds), said
+        plainly and stored, then its training config."""
+        from .baselines import baseline_seeds
+        from .export import export_study, proxy_strategy
+        from .results import STUDY_ANSWER, decide_answer, describe_answer, results_of
+        from distill_core import Genome
+
+        def published_name(genome: Dict[str, Any]):
+            return self.space.published_name(Genome.parse(genome), proxy_strategy(self.cfg.raw))
+
+        answer = decide_answer(results_of(study, self.storage_shown), baseline_seeds(self.cfg.raw, self.cfg.source),
+                               published_name)
+        if answer is not None:
+            study.set_user_attr(STUDY_ANSWER, json.dumps(answer, sort_keys=True))
+            self.log(f'[search] answer: {describe_answer(answer)}')
         out = osp.join(self.run_dir, f'{self.study_name}_best.py')
         try:
             exported = export_study(self.study_name, out=out, run_dir=self.run_dir,
                                     opened=(study, self.storage_shown))
         except DetKDSError as exc:   # the search itself is done and stored; export can be re-run by hand
             self.log(f'[search] export failed: {exc} (re-run `detkds-search export --study {self.study_name}`)')
-            return dict(exported=None, export_error=str(exc))
-        self.log(f'[search] exported the best distiller (proxy AP {exported.value:.4f}) to {exported.path}')
-        return dict(exported=exported.path)
+            return dict(exported=None, export_error=str(exc), answer=answer)
+        self.log(f'[search] exported the answer (proxy AP {exported.value:.4f}) to {exported.path}')
+        return dict(exported=exported.path, answer=answer)
 
     def _run_trials(self, study, evolution: Evolution, started_at: float) -> None:
         import ray

@@ -25,7 +25,7 @@ import optuna
 from distill_core.errors import ConfigError
 
 from . import study as st
-from .results import STUDY_EXPORTED, StudyResults, TrialView, baseline_label, results_of
+from .results import STUDY_EXPORTED, StudyResults, TrialView, baseline_label, results_of, standing_lines
 from .storage import mask_url, open_storage, resolve_storage_url
 
 PLOT_GENERATIONS = 'detkds-generations'
@@ -98,6 +98,7 @@ def study_note(results: StudyResults) -> str:
     exported = results.user_attrs.get(STUDY_EXPORTED)
     if exported:
         lines.append(f'Exported training config of the best distiller: `{exported}`')
+    lines += [f'**{_md(line)}**' for line in standing_lines(results)]
     ranked = results.ranked()
     lines += ['', '### Best genomes (mean proxy AP over their COMPLETE evaluations)', '',
               '| rank | AP | trials | stage | formula |', '|---|---|---|---|---|']

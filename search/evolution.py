@@ -99,7 +99,8 @@ class StagePlan:
     tournament_size: int = 3
     elite_count: int = 2                 # best of a population carried unchanged into the next one
     reeval_top_k: int = 3                # finalists per input (and in stage 2) re-evaluated with other seeds
-    reeval_seeds: int = 1                # extra training seeds per finalist: train_seed + 1 .. train_seed + n
+    reeval_seeds: int = 2                # extra training seeds per finalist: train_seed + 1 .. train_seed + n
+                                         # (2: a mean and a std over 3 seeds decide, not one lucky seed)
     seed: int = 0                        # controller random seed
     train_seed: int = 0                  # training seed of exploration trials
     max_retries: int = 50                # attempts to find a new (unseen) genome for one slot
@@ -290,13 +291,14 @@ class Record:
 
 @dataclass(frozen=True)
 class Best(Generic[G]):
-    """A genome with the mean of its evaluations (all COMPLETE)."""
+    """A genome with the mean of its evaluations (all COMPLETE) and their sample std (None for one)."""
     key: str
     genome: G
     value: float
     evaluations: int
     stage: int
     input: str
+    std: Optional[float] = None
 
 
 # ------------------------------------------------------------------------------------------ ledger
@@ -322,6 +324,14 @@ class _Ledger:
             return None
         return sum(r.value for r in results) / len(results)
 
+    def std(self, key: str) -> Optional[float]:
+        """Sample std over the evaluations of ``key`` (None below two, or when one is unfit)."""
+        results = list(self.results.get(key, {}).values())
+        mean = self.mean(key)
+        if mean is None or len(results) < 2:
+            return None
+        return math.sqrt(sum((r.value - mean) ** 2 for r in results) / (len(results) - 1))
+
     def best(self, keys: Iterable[str], genomes: Optional[Mapping[str, Any]] = None,
              where: Optional[Tuple[int, str]] = None) -> Optional[Best]:
         """Best mean among ``keys`` (ties: the earliest in ``keys`` wins). ``genomes``/``where``: the genome form
@@ -335,7 +345,7 @@ class _Ledger:
             return None
         stage, name = where or self.origin[best]
         genome = (genomes or self.genomes)[best]
-        return Best(best, genome, self.mean(best), len(self.results[best]), stage, name)
+        return Best(best, genome, self.mean(best), len(self.results[best]), stage, name, self.std(best))
 
 
 # ------------------------------------------------------------------------------------------ streams
@@ -722,13 +732,44 @@ class Evolution(Generic[G]):
         mean over evaluations so far."""
         if not self.finished:
             return self._ledger.best(self._ledger.genomes)
-        stage2 = [s for s in self.streams if s.stage == 2]
-        result = stage2[0].winner() if stage2 else None
-        if result is None:
-            result = self._ledger.best([w.key for w in self.winners().values()])
+        result = None
+        for contender in self.contenders():   # in the order decided; a later one must have a higher mean
+            if result is None or self._ledger.sign * contender.value > self._ledger.sign * result.value:
+                result = contender
         if result is None:   # no input had a fit winner (all finalists failed): the best fit genome seen
             result = self._ledger.best(self._ledger.genomes)
         return result
+
+    def contenders(self) -> List[Best]:
+        """The candidates for the final answer, each decided by the mean over its seeds: every stage-1 input's
+        winner (in input order), then the stage-2 winner. The first is the incumbent; a later one displaces it
+        only with a strictly better mean (a tie keeps the incumbent)."""
+        out = list(self.winners().values())
+        winner2 = self.stage2_winner()
+        if winner2 is not None and winner2.key not in {b.key for b in out}:
+            out.append(winner2)
+        return out
+
+    def stage2_winner(self) -> Optional[Best]:
+        """Best mean among stage 2's re-evaluated finalists (None before or without stage 2)."""
+        stage2 = [s for s in self.streams if s.stage == 2]
+        return stage2[0].winner() if stage2 else None
+
+    def decision(self) -> Optional[Dict[str, Any]]:
+        """How firm the final answer is: its mean and std, and the contenders whose mean lies within one std
+        (the larger of the two) of it, i.e. for which the decision would flip within one std of seed noise."""
+        best = self.best() if self.finished else None
+        if best is None:
+            return None
+        close = []
+        for other in self.contenders():
+            if other.key == best.key:
+                continue
+            spread = max(s for s in (best.std, other.std, 0.0) if s is not None)
+            if abs(best.value - other.value) <= spread:
+                close.append(dict(key=other.key, value=other.value, std=other.std))
+        return dict(key=best.key, value=best.value, std=best.std, evaluations=best.evaluations,
+                    contenders=len(self.contenders()), within_one_std=close)
 
     def progress(self) -> Dict[str, Any]:
         """A JSON-ready summary for the status command."""
@@ -742,10 +783,10 @@ class Evolution(Generic[G]):
 
         def summary(best: Optional[Best]):
             return None if best is None else dict(key=best.key, value=best.value, evaluations=best.evaluations,
-                                                  stage=best.stage, input=best.input)
+                                                  stage=best.stage, input=best.input, std=best.std)
 
         streams = [dict(stage=s.stage, input=s.name, phase=s.phase, generation=s.generation,
                         generations=s.generations, explored=len(s.explored), exhausted=s.exhausted,
                         best=summary(s.winner())) for s in self.streams]
         return dict(stage=self.stage, finished=self.finished, streams=streams, counts=counts,
-                    best=summary(self.best()), note=self._stage2_note)
+                    best=summary(self.best()), decision=self.decision(), note=self._stage2_note)

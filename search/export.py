@@ -329,15 +329,36 @@ def search_config_of(results: StudyResults, override: Optional[str] = None) -> s
 
 
 def render_export(results: StudyResults, rank: int, out: str, search_config: Optional[str] = None) -> str:
-    """The exported file's text for the rank-``rank`` genome of ``results``."""
+    """The exported file's text for the rank-``rank`` genome of ``results`` (rank 1: the search's answer, which
+    may be a published baseline that no searched genome beat)."""
     from distill_core.model_config import load_config
     path = search_config_of(results, search_config)
     raw = {k: v for k, v in load_config(path).to_dict().items() if not k.startswith('_')}
+    answer = results.answer() if rank == 1 else None
+    if answer is not None and answer['kind'] == 'baseline':
+        return render_baseline_export(results, raw, path, answer, out)
     chosen = results.at_rank(rank)
     cfg = build_export_config(raw, chosen.genome, path)
     header = export_header(results, chosen, path, out, len(results.ranked()), raw['student']['config'])
     text = render_config(cfg, header)
     compile(text, out, 'exec')   # a writer bug must not leave an unloadable file
+    return text
+
+
+def render_baseline_export(results: StudyResults, raw: Mapping[str, Any], path: str, answer: Mapping[str, Any],
+                           out: str) -> str:
+    """The training config of a published baseline that the search did not beat: its own losses, the proxy's
+    strategy and the full-training schedule."""
+    from .baselines import baseline_specs, distill_losses_of
+    spec = baseline_specs(raw, path, [answer['name']])[answer['name']]
+    cfg = build_training_config(raw, distill_losses_of(spec) or [], path)
+    header = '\n'.join([
+        f'# The answer of study {_comment(results.study)} is the published baseline {_comment(answer["label"])}: no '
+        'searched distiller', f'# beat its proxy AP {answer["value"]:.4f} (mean of {answer["seeds"]} seeds); its '
+        'losses: ' + _comment(str(spec)), f'# storage: {_comment(results.storage)}', f'# search config: {_comment(path)}',
+        f'# Train: detkds-search train {out}']) + '\n'
+    text = render_config(cfg, header)
+    compile(text, out, 'exec')
     return text
 
 
@@ -357,6 +378,10 @@ def export_study(study: str, out: Optional[str] = None, storage: Optional[str] =
     write_atomic(out, text)
     if rank == 1 and results.user_attrs.get(STUDY_EXPORTED) != osp.abspath(out):
         optuna_study.set_user_attr(STUDY_EXPORTED, osp.abspath(out))
+    answer = results.answer() if rank == 1 else None
+    if answer is not None and answer['kind'] == 'baseline':
+        trials = tuple(t.number for t in results.trials if t.baseline == answer['name'] and t.complete)
+        return Exported(path=out, rank=rank, value=answer['value'], formula=answer['label'], trials=trials)
     chosen = results.at_rank(rank)
     return Exported(path=out, rank=rank, value=chosen.value, formula=chosen.formula, trials=chosen.trials)
 

@@ -3,7 +3,7 @@
 A panel of distillers for the search config's pair (the student alone, the config's baselines, the published
 DetKDS formulations of the family, random genomes of the space: ``--panel N`` members in all) is trained under
 each proxy setting with several seeds and once under the reference schedule (the config's ``full_training``, or
-a longer proxy); each member also gets a training-free score (gradient alignment, workers/fidelity_runs.py).
+a longer proxy); each member also gets a training-free score (gradient alignment, workers/standalone_runs.py).
 The report per setting: Kendall tau and Spearman rho between the proxy's mean fitness and the reference AP, tau
 on the better half of the panel by reference AP (where a search decides), top-1/top-3 regret, seed noise (mean
 std over seeds) against the spread between members, and the cost; the cheapest setting whose tau clears
@@ -22,7 +22,6 @@ import json
 import os
 import os.path as osp
 import random
-import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -32,7 +31,7 @@ from distill_core.errors import ConfigError
 
 from . import study as st
 from .fidelity_stats import fidelity_summary, kendall_tau, spearman_rho
-from .storage import ATTR_FAIL_REASON, ATTR_SEED, ATTR_WALL_TIME
+from .storage import ATTR_SEED, ATTR_WALL_TIME
 
 ATTR_FIDELITY = 'fidelity'                 # trial: json {kind, member, setting, seed}
 STUDY_FIDELITY_PANEL = 'fidelity_panel'    # study: the members (so that a resumed run keeps its panel)
@@ -249,7 +248,7 @@ class Fidelity:
         return task
 
     def _write_reference_config(self, member: Member, losses) -> Tuple[str, str]:
-        from .export import build_training_config, render_config, write_atomic
+        from .export import _comment, build_training_config, render_config, write_atomic
         entries = losses or []
         if member.genome is not None:
             entries = [{'name': 'searched', 'loss': {'type': 'SearchedDistillLoss',
@@ -257,7 +256,7 @@ class Fidelity:
         cfg = build_training_config(self.cfg.raw, entries, self.cfg.source)
         work_dir = osp.join(self.run_dir, 'reference', member.name)
         path = osp.join(work_dir, 'config.py')
-        write_atomic(path, render_config(cfg, f'fidelity reference of {member.name}: {member.formula}'))
+        write_atomic(path, render_config(cfg, f'# fidelity reference of {member.name}: {_comment(member.formula)}\n'))
         return path, work_dir
 
     # ------------------------------------------------------------------ run
@@ -288,69 +287,40 @@ class Fidelity:
         out = {}
         for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
             run = _run_of(trial)
-            if run is not None and not trial.user_attrs.get(st.ATTR_INTERRUPTED):
+            # a failure counts as a result only when the candidate itself was rejected (degenerate loss, AP 0 as
+            # the search ranks it); a crash or an interruption is run again on resume
+            done = trial.state == TrialState.COMPLETE or trial.user_attrs.get(st.ATTR_REJECTED)
+            if run is not None and done:
                 out[run.key] = trial
         return out
 
     def _execute(self, study, todo: List[Run], by_name: Mapping[str, Member]) -> None:
-        import ray
-        resources = self.cfg.resources
-        cpus, gpus = resources['cpus_per_trial'], resources['gpus_per_trial']
-        concurrency = int(resources['max_concurrent'])
-        started_ray = not ray.is_initialized()
-        if started_ray:
-            ray.init(address=self.ray_address, include_dashboard=False, logging_level='ERROR',
-                     num_cpus=None if self.ray_address else max(1, int(concurrency * max(cpus, 1))))
-        remote = ray.remote(_remote_run).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
-        pending: Dict[Any, Tuple[Run, Any, float]] = {}
-        queue = list(todo)
-        finished = 0
+        from .ray_pool import run_on_ray
+        counter = iter(range(1, len(todo) + 1))
+
+        def start(run: Run):
+            trial = study.ask()
+            trial.set_user_attr(ATTR_FIDELITY, json.dumps(asdict(run)))
+            trial.set_user_attr(ATTR_SEED, run.seed)
+            trial.set_user_attr(st.ATTR_FORMULA, by_name[run.member].formula)
+            return trial
+
+        def finish(run: Run, trial, result: Dict[str, Any]) -> None:
+            st.record_run(study, trial, result)
+            what = 'score' if run.kind == ZERO_COST else 'AP'
+            shown = f'{result["value"]:.4f}' if result['ok'] else f'FAILED ({result["reason"][:80]})'
+            self.log(f'[fidelity] {next(counter)}/{len(todo)} {run.kind} {run.member} [{run.setting}] seed '
+                     f'{run.seed}: {what} {shown} in {result["seconds"]:.0f} s')
+
+        def interrupted(run: Run, trial) -> None:
+            st.close_interrupted(study, trial, 'interrupted: the fidelity run stopped')
+
         try:
-            while queue or pending:
-                while queue and len(pending) < concurrency:
-                    run = queue.pop(0)
-                    trial = study.ask()
-                    trial.set_user_attr(ATTR_FIDELITY, json.dumps(asdict(run)))
-                    trial.set_user_attr(ATTR_SEED, run.seed)
-                    trial.set_user_attr(st.ATTR_FORMULA, by_name[run.member].formula)
-                    ref = remote.remote(self._task(run, by_name[run.member]), self.cfg.base_dir, max(1, int(cpus)))
-                    pending[ref] = (run, trial, time.time())
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                for ref in ready:
-                    run, trial, started = pending.pop(ref)
-                    finished += 1
-                    self._record(study, trial, run, ref, started, f'{finished}/{len(todo)}')
+            run_on_ray([(run, self._task(run, by_name[run.member])) for run in todo], self.cfg.base_dir,
+                       self.cfg.resources, start, finish, interrupted, self.ray_address)
         except KeyboardInterrupt:
             self.log(f'[fidelity] interrupted; relaunch the same command to resume (study {self.study_name!r})')
             raise
-        finally:
-            for _ref, (run, trial, _started) in pending.items():
-                trial.set_user_attr(st.ATTR_INTERRUPTED, True)
-                trial.set_user_attr(ATTR_FAIL_REASON, 'interrupted: the fidelity run stopped')
-                study.tell(trial, state=TrialState.FAIL)
-            if started_ray:
-                ray.shutdown()
-
-    def _record(self, study, trial, run: Run, ref, started: float, count: str) -> None:
-        import ray
-        try:
-            result = ray.get(ref)
-        except Exception as exc:   # the run crashed: recorded with its reason, AP 0 in the statistics
-            cause = getattr(exc, 'cause', None) or exc
-            result = dict(ok=False, value=0.0, metrics={}, seconds=time.time() - started,
-                          reason=f'{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ""}')
-        trial.set_user_attr(ATTR_WALL_TIME, round(result['seconds'], 3))
-        trial.set_user_attr(st.ATTR_METRICS, result['metrics'])
-        if result['ok']:
-            study.tell(trial, result['value'])
-            shown = f'{result["value"]:.4f}'
-        else:
-            trial.set_user_attr(ATTR_FAIL_REASON, result['reason'][:2000])
-            study.tell(trial, state=TrialState.FAIL)
-            shown = f'FAILED ({result["reason"][:80]})'
-        what = 'score' if run.kind == ZERO_COST else 'AP'
-        self.log(f'[fidelity] {count} {run.kind} {run.member} [{run.setting}] seed {run.seed}: {what} {shown} '
-                 f'in {result["seconds"]:.0f} s')
 
     # ------------------------------------------------------------------ results
     def summarise(self, study, members: Sequence[Member]) -> Dict[str, Any]:
@@ -421,11 +391,6 @@ class Fidelity:
 def _failed(done: Mapping, run: Run) -> bool:
     trial = done.get(run.key)
     return trial is not None and trial.state == TrialState.FAIL
-
-
-def _remote_run(task: Mapping[str, Any], base_dir: str, threads: int) -> Dict[str, Any]:
-    from workers.fidelity_runs import run_fidelity_task
-    return run_fidelity_task(task, task['search_cfg'], base_dir, threads)
 
 
 def choose_setting(settings: Mapping[str, Mapping[str, Any]], threshold: float) -> Optional[str]:

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import study as st
 from .fidelity import STUDY_FIDELITY_RESULT
-from .results import STUDY_EXPORTED, StudyResults, baseline_label, read_results
+from .results import STUDY_EXPORTED, StudyResults, baseline_label, read_results, standing_lines
 
 WIDTH, HEIGHT = 820, 320
 MARGIN = dict(left=60, right=250, top=34, bottom=44)
@@ -170,6 +170,8 @@ def render_report(results: StudyResults) -> str:
              ('trials', _esc(', '.join(f'{sum(t.state == s for t in results.trials)} {s.lower()}'
                                        for s in ('COMPLETE', 'PRUNED', 'FAIL', 'RUNNING')))),
              ('best', f'AP {ranked[0].value:.4f}: <code>{_esc(ranked[0].formula)}</code>' if ranked else 'none')]
+    facts += [('against the bar' if i == 0 and not line.startswith('answer') else 'answer', _esc(line))
+              for i, line in enumerate(standing_lines(results))]
     out.append(_table(None, [(f'<b>{k}</b>', v) for k, v in facts]))
     fidelity = attrs.get(STUDY_FIDELITY_RESULT)
     if fidelity:

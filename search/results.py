@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from optuna.trial import FrozenTrial, TrialState
 
@@ -22,6 +22,7 @@ from .storage import (ATTR_FAIL_REASON, ATTR_FORMULA, ATTR_GENERATION, ATTR_GENO
                       mask_url, open_storage, resolve_storage_url)
 
 STUDY_EXPORTED = 'exported_config'   # study attr: path of the last exported config
+STUDY_ANSWER = 'answer'               # study attr: the search's final answer (JSON, see StudyResults.answer)
 ATTR_BASELINE = 'baseline'        # name of a reference run ('none', 'fgd', ...); such trials have no `key`
 BASELINE_LABELS = {'none': 'no distillation', 'fgd': 'FGD', 'mgd': 'MGD', 'pkd': 'PKD', 'crosskd': 'CrossKD',
                    'bckd': 'BCKD'}
@@ -188,8 +189,109 @@ class StudyResults:
                 groups.setdefault(str(trial.baseline), []).append(trial.value)
         return {name: sum(v) / len(v) for name, v in sorted(groups.items())}
 
+    def baseline_runs(self) -> Dict[str, Dict[int, float]]:
+        """Proxy AP of every COMPLETE baseline run: name -> seed -> AP."""
+        runs: Dict[str, Dict[int, float]] = {}
+        for trial in self.trials:
+            if trial.baseline is not None and trial.complete and trial.seed is not None:
+                runs.setdefault(str(trial.baseline), {})[int(trial.seed)] = trial.value
+        return dict(sorted(runs.items()))
+
+    def standing(self, seeds: Optional[List[int]] = None) -> Optional[Dict[str, Any]]:
+        """Where the search stands against the bar: the best baseline (mean over ``seeds``, default all its runs)
+        and the best genome so far (its mean over its evaluations), with the gap. None without baselines."""
+        bar = None
+        for name, runs in self.baseline_runs().items():
+            values = [v for seed, v in runs.items() if seeds is None or seed in seeds]
+            if values and (bar is None or sum(values) / len(values) > bar['value']):
+                bar = dict(name=name, value=sum(values) / len(values), std=_std(values), seeds=len(values))
+        if bar is None:
+            return None
+        ranked = self.ranked()
+        best = ranked[0] if ranked else None
+        return dict(bar=bar, best=None if best is None else dict(value=best.value, evaluations=len(best.trials),
+                                                                 formula=best.formula),
+                    gap=None if best is None else best.value - bar['value'])
+
+    def answer(self) -> Optional[Dict[str, Any]]:
+        """The finished search's answer, as the controller decided and stored it (None before)."""
+        raw = self.user_attrs.get(STUDY_ANSWER)
+        return json.loads(raw) if raw else None
+
     def search_trials(self) -> List[TrialView]:
         return [t for t in self.trials if t.baseline is None]
+
+
+def _std(values: List[float]) -> Optional[float]:
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def decide_answer(results: 'StudyResults', seeds: List[int], published_name=None) -> Optional[Dict[str, Any]]:
+    """The search's answer: its decided genome unless a baseline has a higher mean over the same seeds.
+
+    The baselines ran first, so they are the incumbents: a searched genome must have a strictly higher mean to
+    be the answer. ``published_name(genome dict) -> name or None`` says whether a genome is a published method.
+    """
+    ranked = results.ranked()
+    winner = ranked[0] if ranked and ranked[0].key == results.decided_winner() else None
+    values = {}
+    for name, runs in results.baseline_runs().items():
+        if all(seed in runs for seed in seeds):
+            values[name] = [runs[seed] for seed in seeds]
+    bar_name = max(values, key=lambda n: (sum(values[n]) / len(values[n]), n), default=None)
+    bar = None if bar_name is None else dict(name=bar_name, label=baseline_label(bar_name),
+                                              value=sum(values[bar_name]) / len(values[bar_name]),
+                                              std=_std(values[bar_name]))
+    if winner is None and bar is None:
+        return None
+    if winner is None or (bar is not None and bar['value'] >= winner.value):
+        answer = dict(kind='baseline', name=bar['name'], label=bar['label'], published=True,
+                      published_name=bar['name'], value=bar['value'], std=bar['std'], seeds=len(seeds))
+    else:
+        trials = [results.trial(n) for n in winner.trials]
+        name = published_name(winner.genome) if published_name else None
+        answer = dict(kind='genome', key=winner.key, label=winner.formula, published=name is not None,
+                      published_name=name, value=winner.value, std=_std([t.value for t in trials]),
+                      seeds=len(trials))
+    answer['bar'] = bar
+    answer['margin'] = None if bar is None else answer['value'] - bar['value']
+    return answer
+
+
+def describe_answer(answer: Mapping[str, Any]) -> str:
+    """One plain sentence: what the answer is, published or new, and by how much it beats the best baseline."""
+    spread = f' +- {answer["std"]:.4f}' if answer.get('std') is not None else ''
+    what = (f'the published baseline {answer["label"]}' if answer['kind'] == 'baseline' else
+            f'the published method {answer["published_name"]} ({answer["label"]})' if answer['published'] else
+            f'a new formulation: {answer["label"]}')
+    line = f'{what}, proxy AP {answer["value"]:.4f}{spread} over {answer["seeds"]} seed(s)'
+    bar = answer.get('bar')
+    if bar is None:
+        return line + ' (no baseline measured)'
+    if answer['kind'] == 'baseline':
+        return line + ': no searched distiller beat it'
+    return line + f', {answer["margin"]:+.4f} over the best baseline {bar["label"]} ({bar["value"]:.4f})'
+
+
+def standing_lines(results: 'StudyResults') -> List[str]:
+    """Where the search stands against its best baseline (live), and its answer once decided: plain text lines
+    for ``status``, the dashboard's study note and the report."""
+    lines = []
+    standing = results.standing()
+    if standing:
+        bar, best = standing['bar'], standing['best']
+        text = f'the bar: {baseline_label(bar["name"])} {bar["value"]:.4f} (mean of {bar["seeds"]} seeds)'
+        if best is not None:
+            text += (f'; best genome so far {best["value"]:.4f} (mean of {best["evaluations"]}), '
+                     f'{standing["gap"]:+.4f} against it')
+        lines.append(text)
+    answer = results.answer()
+    if answer:
+        lines.append(f'answer: {describe_answer(answer)}')
+    return lines
 
 
 def baseline_label(name: str) -> str:

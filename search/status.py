@@ -11,7 +11,7 @@ from distill_core.errors import ConfigError
 
 from . import study as st
 from .fidelity import fidelity_status, format_fidelity_status
-from .results import results_of
+from .results import results_of, standing_lines
 from .storage import ATTR_WALL_TIME, mask_url, open_storage, resolve_storage_url
 
 
@@ -49,7 +49,7 @@ def study_status(study_name: str, storage: Optional[str] = None, run_dir: Option
                                                     formula=best.formula),
                 baselines=results.baselines(),
                 elapsed_s=round(elapsed, 1), remaining_s=None if remaining is None else round(remaining, 1),
-                fidelity=fidelity_status(study))
+                fidelity=fidelity_status(study), standing=standing_lines(results))
 
 
 def format_status(status: Dict[str, Any]) -> str:
@@ -68,6 +68,7 @@ def format_status(status: Dict[str, Any]) -> str:
     if status['baselines']:
         lines.append('  baselines under the same proxy: '
                      + ', '.join(f'{name} {value:.4f}' for name, value in status['baselines'].items()))
+    lines += [f'  {line}' for line in status.get('standing') or ()]
     if status.get('fidelity'):
         lines += format_fidelity_status(status['fidelity'])
     remaining = status['remaining_s']

@@ -21,6 +21,7 @@ ATTR_KEY = 'key'                  # canonical genome hash
 ATTR_INPUT = 'input'              # stage-1 knowledge input, or 'combined' in stage 2
 ATTR_KIND = 'kind'                # 'explore' | 'reeval'
 ATTR_PROTECTED = 'protected'      # exempt from early stopping (seeds, re-evaluations, ...: search/evolution.py)
+ATTR_REJECTED = 'rejected'        # a standalone run whose candidate was rejected as degenerate (a result)
 ATTR_INTERRUPTED = 'interrupted'  # closed because its controller died or was stopped: re-run on resume
 ATTR_METRICS = 'metrics'          # AP, AP50, AP75, APs, APm, APl of the proxy
 ATTR_CURVE = 'curve'              # every report of the trial: iteration, loss terms, AP
@@ -57,6 +58,29 @@ def close_stale_trials(study: optuna.Study, reason: str) -> int:
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         closed += 1
     return closed
+
+
+def close_interrupted(study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+    """Close a trial whose run stopped with its controller: FAIL + interrupted (re-run on resume)."""
+    trial.set_user_attr(ATTR_INTERRUPTED, True)
+    trial.set_user_attr(ATTR_FAIL_REASON, reason)
+    study.tell(trial, state=TrialState.FAIL)
+
+
+def record_run(study, trial, result: Mapping[str, Any]) -> None:
+    """Close a standalone run's trial: COMPLETE with its value, or FAIL with the reason (a rejected candidate,
+    a crash); wall time, metrics and curve as user attributes."""
+    trial.set_user_attr(ATTR_WALL_TIME, round(result['seconds'], 3))
+    trial.set_user_attr(ATTR_METRICS, result['metrics'])
+    if result.get('curve'):
+        trial.set_user_attr(ATTR_CURVE, json.dumps(result['curve']))
+    if result['ok']:
+        study.tell(trial, result['value'])
+    else:
+        trial.set_user_attr(ATTR_FAIL_REASON, result['reason'][:2000])
+        if result.get('rejected'):
+            trial.set_user_attr(ATTR_REJECTED, True)
+        study.tell(trial, state=TrialState.FAIL)
 
 
 def replay_records(study: optuna.Study) -> List[Record]:

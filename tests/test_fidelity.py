@@ -9,13 +9,13 @@ from search.fidelity_stats import fidelity_summary, kendall_tau
 
 from .test_search_launch import cli, finish, kill_after_finished, load, write_search_config
 
-ARGS = ['--panel', '4', '--seeds', '1', '--reference', '3', '--proxy', 'iterations=1,2']
+ARGS = ['--panel', '4', '--seeds', '1', '--reference', 'full', '--proxy', 'iterations=1,2']
 
 
 def fidelity_config(tmp_path, shapes_root):
-    path = write_search_config(tmp_path, shapes_root)
-    with open(path, 'a') as f:
-        f.write("baselines = ['none']\n")
+    path = write_search_config(tmp_path, shapes_root, baselines=['none'])
+    with open(path, 'a') as f:   # the reference: a (very short) full training, tested on the val split
+        f.write("full_training = dict(max_iters=2, val_interval=2, batch_size=2)\n")
     return path
 
 
@@ -42,6 +42,8 @@ def test_fidelity_resumes_after_sigkill_and_reports_from_real_trials(tmp_path, s
     real = [(run, t) for run, t in runs if not t.user_attrs.get('interrupted')]
     keys = [(r['kind'], r['member'], r['setting'], r['seed']) for r, _ in real]
     assert len(keys) == len(set(keys)), 'a run was made twice'
+    for member in ('none', 'random_03'):   # each reference trained its own full-training config
+        assert (tmp_path / 'runs' / 'f' / 'reference' / member / 'final.pth').is_file()
     # 4 members x (1 training-free + 1 reference + 2 proxy settings x 1 seed)
     assert len(keys) == 16 and all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for _, t in real)
 
@@ -49,7 +51,7 @@ def test_fidelity_resumes_after_sigkill_and_reports_from_real_trials(tmp_path, s
     assert [m['kind'] for m in summary['panel']] == ['baseline', 'published', 'published', 'random']
     value = {k: (t.value if t.state == TrialState.COMPLETE else 0.0) for k, (_, t) in zip(keys, real)}
     for member in summary['panel']:
-        assert member['reference_ap'] == value[('reference', member['name'], 'proxy iterations=3', 0)]
+        assert member['reference_ap'] == value[('reference', member['name'], 'full_training', 0)]
         assert member['gradient_alignment'] == value[('gradient_alignment', member['name'],
                                                       'gradient_alignment', 0)]
     assert summary['panel'][0]['gradient_alignment'] == 0.0   # the student alone has no distillation gradient

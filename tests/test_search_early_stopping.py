@@ -88,8 +88,11 @@ def test_every_stage_generation_and_finalist_has_complete_evaluations(tmp_path):
             assert records[key] == ['COMPLETE'] * 2, (stream.name, records[key])
     assert [t for t in trials if t.user_attrs['stage'] == 2 and t.state == TrialState.COMPLETE
             and len(Genome.from_json(t.user_attrs['genome']).active_terms) == 2]   # combined weights trained
-    best = evolution.best()
-    assert best.stage == 2 and best.evaluations == 2   # the result is stage 2's, re-evaluated
+    winner2 = evolution.stage2_winner()
+    assert winner2.stage == 2 and winner2.evaluations == 2   # stage 2 decided on re-evaluated combinations
+    best = evolution.best()   # the answer: the best mean of the contenders, each over its 2 seeds
+    assert best.evaluations == 2 and best.key in {c.key for c in evolution.contenders()}
+    assert best.value == max(c.value for c in evolution.contenders())
 
 
 def test_without_the_protection_the_scheduler_empties_stage_2(tmp_path):

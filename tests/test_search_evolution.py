@@ -109,7 +109,7 @@ def test_plan_from_config_reads_keys_and_rejects_bad_ones():
                                       storage='x'), 'configs/search/demo.py', other_keys=('storage',))
     assert plan.stage1_inputs == ('global', 'fg_bg') and plan.population_size == 8
     # budget: 8 + 2 * (8 - 2) explorations + 3 re-evaluations per input; stage 2: 12 + 3 * 10 + 3
-    assert plan.max_evaluations() == 2 * (8 + 12 + 3) + (12 + 30 + 3)
+    assert plan.max_evaluations() == 2 * (8 + 12 + 3 * 2) + (12 + 30 + 3 * 2)   # 2 extra seeds per finalist
     with pytest.raises(ConfigError, match=r'demo\.py.*search\.populaton_size.*population_size'):
         StagePlan.from_config(dict(populaton_size=8), 'configs/search/demo.py')
     with pytest.raises(ConfigError, match=r'search\.elite_count'):
@@ -366,7 +366,7 @@ def test_evolution_finds_the_optimum_far_faster_than_random_sampling():
             stream = [p.genome for p in handed if p.input == name and p.kind == EXPLORE]
             evo_hits.append(stream.index(targets[name]) + 1 if targets[name] in stream else len(stream) * 2)
         winners = evo.winners()
-        best = evo.best()
+        best = evo.stage2_winner()   # the toy stages score on different scales: compare each with its target
         if all(winners[n].genome == targets[n] for n in plan.stage1_inputs) and \
                 best.genome == targets[STAGE2_INPUT]:
             found += 1
@@ -427,3 +427,32 @@ def test_ask_with_a_seed_hands_out_only_that_seed_round_robin_and_keeps_the_rest
     assert sorted(map(signature, seed2 + seed1)) == sorted(map(signature, plain))
     assert [signature(p) for p in seed2] == [signature(p) for p in plain if p.seed == 2]
     assert len(evo.in_flight()) == 8
+
+
+def test_the_answer_is_the_best_mean_and_a_tie_keeps_the_incumbent():
+    """Every contender (the stage-1 winners, then stage 2's) is decided by its mean over 1 + reeval_seeds seeds;
+    a later one replaces the incumbent only with a strictly higher mean, and the decision reports the contenders
+    within one std of the answer (where seed noise could flip it)."""
+    plan, ops, stage2, _ = two_input_setup(reeval_seeds=2)
+    evo = Evolution(plan, ops, stage2)
+    drive(evo, lambda p: Result.complete(0.5))   # every genome equally good: the incumbent must stay
+    contenders = evo.contenders()
+    assert [c.input for c in contenders[:2]] == ['global', 'logits'] and len(contenders) == 3
+    assert all(c.evaluations == 3 and c.std == 0.0 for c in contenders)
+    assert evo.best().key == contenders[0].key
+    decision = evo.decision()
+    assert decision['key'] == contenders[0].key and decision['std'] == 0.0
+    assert len(decision['within_one_std']) == 2   # equal means: either could win on other seeds
+
+    plan, ops, stage2, targets = two_input_setup(reeval_seeds=2)
+    evo = Evolution(plan, ops, stage2)
+    fitness = match_fitness(targets, noise=0.0)
+
+    def stage2_better(p):   # the stage-2 combinations score 0.1 above any stage-1 formulation
+        result = fitness(p)
+        return Result.complete(result.value + (0.1 if p.stage == 2 else 0.0))
+
+    drive(evo, stage2_better)
+    assert evo.best().key == evo.stage2_winner().key and evo.best().value > max(
+        w.value for w in evo.winners().values())
+    assert evo.progress()['decision']['key'] == evo.best().key

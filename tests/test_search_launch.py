@@ -18,14 +18,14 @@ from .demo_utils import ROOT, build_teacher_checkpoint
 pytestmark = pytest.mark.slow
 
 
-def write_search_config(tmp_path, shapes_root, **search):
+def write_search_config(tmp_path, shapes_root, baselines=None, **search):
     """A search config small enough for CI: tiny proxies, 2 inputs x 2 generations, population 2."""
     os.makedirs(tmp_path / 'data', exist_ok=True)
     if not osp.exists(tmp_path / 'data' / 'shapes'):
         os.symlink(shapes_root, tmp_path / 'data' / 'shapes')
     teacher_ckpt = build_teacher_checkpoint('retinanet', tmp_path)
     plan = dict(stage1_inputs=['global', 'fg_bg'], population_size=2, generations=2, stage2_population_size=2,
-                stage2_generations=1, tournament_size=2, elite_count=1, reeval_top_k=1, seed=0)
+                stage2_generations=1, tournament_size=2, elite_count=1, reeval_top_k=1, reeval_seeds=1, seed=0)
     plan.update(search)
     text = f"""
 teacher = dict(config='{ROOT}/configs/demo/retinanet_teacher.py', checkpoint='{teacher_ckpt}')
@@ -38,6 +38,8 @@ search = {plan!r}
 scheduler = dict(type='asha', grace_period=1, reduction_factor=2)
 resources = dict(cpus_per_trial=1, gpus_per_trial=0, max_concurrent=2)
 """
+    if baselines is not None:
+        text += f'baselines = {list(baselines)!r}\n'
     path = tmp_path / 'search_config.py'   # not search.py: it would shadow the search package under -m
     path.write_text(text)
     return str(path)

@@ -1,7 +1,9 @@
-"""The runs a proxy-fidelity measurement makes (search/fidelity.py plans them and records them as trials).
+"""Standalone evaluation runs, each one Ray task whose result the controller records as a trial: the baselines a
+search measures before its first trial (search/baselines.py) and the runs of a proxy-fidelity measurement
+(search/fidelity.py).
 
-* ``proxy``: a member trained under one proxy setting and seed (``workers.proxy.run_proxy_trial``), fitness its
-  proxy AP;
+* ``proxy``: a distiller (a genome, a published method's losses, or none) trained under one proxy setting and seed
+  (``workers.proxy.run_proxy_trial``), fitness its proxy AP, with its curve;
 * ``reference``: the member's full training (a training config written by the controller, trained with
   mmengine's Runner and tested on the val split by pycocotools), or a longer proxy;
 * ``gradient_alignment``: a training-free score. On a few training batches at initialisation, the cosine between
@@ -10,7 +12,7 @@
   a distiller that pulls the student the way the task does should help. Members with no distillation loss
   score 0 (no pull at all).
 
-A candidate rejected as degenerate (``TrialRejected``) is a result, not a crash: ``run_fidelity_task`` returns
+A candidate rejected as degenerate (``TrialRejected``) is a result, not a crash: ``run_standalone_task`` returns
 ``ok=False`` with the reason and AP 0, what the search would rank it.
 """
 from __future__ import annotations
@@ -81,15 +83,16 @@ def train_reference(config_path: str, work_dir: str, label: str, log=print) -> D
     return test(config_path, final, work_dir=osp.join(work_dir, 'test'), out=osp.join(work_dir, 'metrics.json'))
 
 
-def run_fidelity_task(task: Mapping[str, Any], search_cfg: Mapping, base_dir: str, threads: int = 1,
+def run_standalone_task(task: Mapping[str, Any], search_cfg: Mapping, base_dir: str, threads: int = 1,
                       log=print) -> Dict[str, Any]:
-    """One planned run; returns ``dict(ok, value, metrics, seconds, reason)``. ``value`` is the AP (proxy or
-    reference) or the training-free score."""
+    """One planned run; returns ``dict(ok, value, metrics, seconds, reason, curve)``. ``value`` is the AP (proxy or
+    reference) or the training-free score; ``curve`` the proxy's reports (iteration, loss terms, AP)."""
     from workers.proxy import TrialRejected, run_proxy_trial
     torch.set_num_threads(max(1, int(threads)))
     started = time.time()
     kind, seed = task['kind'], int(task['seed'])
     losses = task.get('distill_losses')
+    curve: List[Dict[str, float]] = []
     try:
         if kind == 'gradient_alignment':
             metrics = gradient_alignment(task['search_cfg'], task.get('genome'), seed, base_dir, losses)
@@ -105,7 +108,9 @@ def run_fidelity_task(task: Mapping[str, Any], search_cfg: Mapping, base_dir: st
                                      expected_trials=int(task.get('expected_trials', 1)))
             metrics = dict(result.metrics)
             value = metrics['AP']
+            curve = [{k: float(v) for k, v in row.items() if isinstance(v, (int, float))} for row in result.history]
     except TrialRejected as exc:
-        return dict(ok=False, value=0.0, metrics={}, seconds=time.time() - started, reason=exc.reason)
+        return dict(ok=False, rejected=True, value=0.0, metrics={}, seconds=time.time() - started,
+                    reason=exc.reason, curve=[])
     return dict(ok=True, value=float(value), metrics={k: float(v) for k, v in metrics.items()},
-                seconds=time.time() - started, reason='')
+                seconds=time.time() - started, reason='', curve=curve)
