@@ -254,20 +254,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _library_logs_to_stderr() -> None:
-    """stdout carries the command's result (``--json`` output is parsed by scripts); mmengine's current logger
-    (config loading notes such as the substituted DETKDS_DEMO_BACKBONES) prints to stdout by default."""
+def _quiet_library_logs() -> None:
+    """stdout carries the command's result (``--json`` output is parsed by scripts) and errors are one line:
+    mmengine's default logger (notes on every config loaded, such as a substituted DETKDS_DEMO_BACKBONES, and on
+    every initialised parameter) keeps its warnings, on stderr. A training Runner logs through its own logger."""
     import logging
 
     from mmengine.logging import MMLogger
-    for handler in MMLogger.get_current_instance().handlers:
+    logger = MMLogger.get_current_instance()
+    logger.setLevel(logging.WARNING)
+    for handler in logger.handlers:
         if type(handler) is logging.StreamHandler and handler.stream is sys.stdout:
             handler.setStream(sys.stderr)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    _library_logs_to_stderr()
+    _quiet_library_logs()
     from distill_core.errors import DetKDSError
     try:
         args.func(args)

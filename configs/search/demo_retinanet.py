@@ -66,6 +66,7 @@ budget = dict(max_trials=None, max_hours=None)
 # What `detkds-search export` writes into the exported training config (keys: search/export.py).
 full_training = dict(max_iters=600, val_interval=600, optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4))
 
-# Reference runs under the same proxy, done once when the search has finished (search/baselines.py): the
-# student alone and the published methods with their shipped demo weights. Four proxy trials: cheap here.
+# The bar, run before the first exploration trial under the same proxy and on the finalists' seeds (train_seed and
+# the re-evaluation seeds: 3 here), never re-run on resume (search/baselines.py): the student alone and the
+# published methods with their shipped demo weights. The answer is a searched genome only if it beats them.
 baselines = ['none', 'fgd', 'mgd', 'pkd']
