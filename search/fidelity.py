@@ -287,10 +287,7 @@ class Fidelity:
         out = {}
         for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
             run = _run_of(trial)
-            # a failure counts as a result only when the candidate itself was rejected (degenerate loss, AP 0 as
-            # the search ranks it); a crash or an interruption is run again on resume
-            done = trial.state == TrialState.COMPLETE or trial.user_attrs.get(st.ATTR_REJECTED)
-            if run is not None and done:
+            if run is not None and _counts_as_done(trial):
                 out[run.key] = trial
         return out
 
@@ -388,6 +385,12 @@ class Fidelity:
         self.log(f'[fidelity] wrote {osp.join(self.run_dir, "fidelity.json")} and fidelity.md')
 
 
+def _counts_as_done(trial) -> bool:
+    """A failure counts as a result only when the candidate itself was rejected (a degenerate loss: AP 0, as the
+    search ranks it); a crash or an interruption is run again on resume."""
+    return trial.state == TrialState.COMPLETE or bool(trial.user_attrs.get(st.ATTR_REJECTED))
+
+
 def _failed(done: Mapping, run: Run) -> bool:
     trial = done.get(run.key)
     return trial is not None and trial.state == TrialState.FAIL
@@ -449,8 +452,8 @@ def fidelity_status(study) -> Optional[Dict[str, Any]]:
     if STUDY_FIDELITY_PLAN not in attrs:
         return None
     plan = json.loads(attrs[STUDY_FIDELITY_PLAN])
-    done = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
-               if t.user_attrs.get(ATTR_FIDELITY) and not t.user_attrs.get(st.ATTR_INTERRUPTED))
+    done = len({_run_of(t).key for t in study.get_trials(deepcopy=False) if t.user_attrs.get(ATTR_FIDELITY)
+                and _counts_as_done(t)})
     result = json.loads(attrs[STUDY_FIDELITY_RESULT]) if STUDY_FIDELITY_RESULT in attrs else None
     return dict(plan, done=done, result=result)
 

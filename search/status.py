@@ -54,6 +54,11 @@ def study_status(study_name: str, storage: Optional[str] = None, run_dir: Option
 
 def format_status(status: Dict[str, Any]) -> str:
     trials = status['trials']
+    if status.get('fidelity'):   # a proxy-fidelity study: no stages, no best genome
+        return '\n'.join([f'study {status["study"]} ({status["storage"]}): proxy fidelity',
+                          f'  trials: {trials["complete"]} complete, {trials["running"]} running, {trials["fail"]} '
+                          f'failed ({trials["interrupted"]} interrupted, re-run)']
+                         + format_fidelity_status(status['fidelity']))
     lines = [f'study {status["study"]} ({status["storage"]})',
              f'  stage {status["stage"]}' + ('' if not status['finished'] else ' (finished)')]
     for s in status['streams']:
