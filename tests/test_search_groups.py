@@ -340,12 +340,16 @@ def test_tiny_search_with_two_candidates_per_trial(local_ray, tmp_path, shapes_r
     study = load_study(run_dir, 'g')
     assert study.user_attrs['candidates_per_trial'] == 2
     real = check_complete_study(study)
-    assert len(real) == 8 and all(t.state == TrialState.COMPLETE for t in real)
+    # generation 0 of each input: 2 genomes, plus every published formulation the population does not hold
+    assert len(real) >= 8 and all(t.state == TrialState.COMPLETE for t in real)
     configs = ray_trial_configs(run_dir, 'g')
     groups = [c['candidates'] for c in configs if 'candidates' in c]
-    assert len(configs) == 4 and len(groups) == 4, configs   # half as many Ray trials as Optuna trials
-    assert sorted(c['seed'] for c in configs) == [0, 0, 1, 1]
-    assert sorted(c['optuna_trial'] for g in groups for c in g) == sorted(t.number for t in real)
+    singles = [c['optuna_trial'] for c in configs if 'candidates' not in c]   # an odd one out of its seed's batch
+    assert len(configs) < len(real), configs   # fewer Ray trials than Optuna trials: candidates share teachers
+    assert sorted([c['optuna_trial'] for g in groups for c in g] + singles) == sorted(t.number for t in real)
+    assert {c['seed'] for c in configs} == {0, 1}
+    groups = [g for g in groups if len(g) == 2]   # the pairs: one seed, two students
+    assert len(groups) >= 2
     by_number = {t.number: t for t in real}
     for group in groups:
         assert len({c['seed'] for c in group}) == 1
