@@ -188,6 +188,7 @@ class Fidelity:
         self.seeds = list(range(seeds))
         self.threshold = threshold
         self.zero_cost_batches = zero_cost_batches
+        self._baseline_losses: Dict[str, Any] = {}
         self.reference_iterations = parse_reference(reference)
         self.reference_label = 'full_training' if self.reference_iterations is None else \
             f'proxy iterations={self.reference_iterations}'
@@ -228,12 +229,18 @@ class Fidelity:
                  for m in members]
         return runs
 
-    def _task(self, run: Run, member: Member) -> Dict[str, Any]:
+    def _losses(self, member: Member):
+        """A baseline member's distillation losses (its method config, read once per member), else None."""
         from .baselines import baseline_specs, distill_losses_of
-        losses = None
-        if member.baseline is not None:
-            losses = distill_losses_of(baseline_specs(self.cfg.raw, self.cfg.source, [member.baseline])
-                                       .get(member.baseline))
+        if member.baseline is None:
+            return None
+        if member.name not in self._baseline_losses:
+            spec = baseline_specs(self.cfg.raw, self.cfg.source, [member.baseline])[member.baseline]
+            self._baseline_losses[member.name] = distill_losses_of(spec)
+        return self._baseline_losses[member.name]
+
+    def _task(self, run: Run, member: Member) -> Dict[str, Any]:
+        losses = self._losses(member)
         task = dict(kind=run.kind, seed=run.seed, genome=member.genome, distill_losses=losses,
                     label=f'{member.name} ({run.setting})', search_cfg=self.cfg.raw)
         if run.kind == 'proxy':
@@ -245,6 +252,8 @@ class Fidelity:
             task['search_cfg'] = proxy_raw_with(dict(iterations=self.reference_iterations), self.cfg.raw)
         elif run.kind == 'reference':
             task['config'], task['work_dir'] = self._write_reference_config(member, losses)
+        else:
+            task['batches'] = self.zero_cost_batches
         return task
 
     def _write_reference_config(self, member: Member, losses) -> Tuple[str, str]:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 def run_standalone(task: Mapping[str, Any], base_dir: str, threads: int) -> Dict[str, Any]:
     """The Ray task: one run of workers/standalone_runs.py."""
     from workers.standalone_runs import run_standalone_task
-    return run_standalone_task(task, task['search_cfg'], base_dir, threads)
+    return run_standalone_task(task, base_dir, threads)
 
 
 def run_on_ray(jobs: Sequence[Tuple[Any, Mapping[str, Any]]], base_dir: str, resources: Mapping[str, Any],

@@ -83,8 +83,7 @@ def train_reference(config_path: str, work_dir: str, label: str, log=print) -> D
     return test(config_path, final, work_dir=osp.join(work_dir, 'test'), out=osp.join(work_dir, 'metrics.json'))
 
 
-def run_standalone_task(task: Mapping[str, Any], search_cfg: Mapping, base_dir: str, threads: int = 1,
-                      log=print) -> Dict[str, Any]:
+def run_standalone_task(task: Mapping[str, Any], base_dir: str, threads: int = 1, log=print) -> Dict[str, Any]:
     """One planned run; returns ``dict(ok, value, metrics, seconds, reason, curve)``. ``value`` is the AP (proxy or
     reference) or the training-free score; ``curve`` the proxy's reports (iteration, loss terms, AP)."""
     from workers.proxy import TrialRejected, run_proxy_trial
@@ -95,7 +94,8 @@ def run_standalone_task(task: Mapping[str, Any], search_cfg: Mapping, base_dir: 
     curve: List[Dict[str, float]] = []
     try:
         if kind == 'gradient_alignment':
-            metrics = gradient_alignment(task['search_cfg'], task.get('genome'), seed, base_dir, losses)
+            metrics = gradient_alignment(task['search_cfg'], task.get('genome'), seed, base_dir, losses,
+                                         int(task.get('batches', 4)))
             value = metrics['score']
         elif kind == 'reference' and task.get('config'):
             os.chdir(base_dir)   # the training config names data, teacher and backbone relative to the search
