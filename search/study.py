@@ -69,11 +69,14 @@ def close_interrupted(study: optuna.Study, trial: optuna.Trial, reason: str) -> 
 
 def record_run(study, trial, result: Mapping[str, Any]) -> None:
     """Close a standalone run's trial: COMPLETE with its value, or FAIL with the reason (a rejected candidate,
-    a crash); wall time, metrics and curve as user attributes."""
+    a crash); wall time, metrics and curve as user attributes, the curve's AP as intermediate values."""
     trial.set_user_attr(ATTR_WALL_TIME, round(result['seconds'], 3))
     trial.set_user_attr(ATTR_METRICS, result['metrics'])
     if result.get('curve'):
         trial.set_user_attr(ATTR_CURVE, json.dumps(result['curve']))
+        for row in result['curve']:   # the AP series, like a search trial's (dashboard curves, fidelity plots)
+            if 'AP' in row:
+                trial.report(float(row['AP']), step=int(row['iteration']))
     if result['ok']:
         study.tell(trial, result['value'])
     else:
