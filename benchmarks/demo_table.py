@@ -5,10 +5,12 @@ Rows: teacher; student alone; the student inheriting the teacher's neck and head
 (the control for every method config that inherits); student + FGD / MGD / PKD / GKD / Global-Knowledge / CrossKD /
 BCKD (every ``configs/distillers/<method>/<method>_demo_<family>.py`` that exists) and the DetKDS searched distillers
 shipped for the family (``configs/distillers/detkds/detkds_demo_*``, one per published COCO pair).
-Long: about 10 trainings of 600-1200 iterations on CPU. Reuses a trained teacher when its checkpoint exists.
+Long: about 10 trainings of 600-1200 iterations on CPU. Reuses a trained teacher when its checkpoint exists, and
+every finished row (its work dir's final.pth): a killed run resumes at the row it was training. ``--seeds 0 1 2``
+trains every student row once per seed (``randomness.seed``; the teacher once) and reports mean and std.
 
     .venv/bin/python benchmarks/demo_table.py [--family retinanet] [--work-dir work_dirs/demo_table]
-        [--data-root data/shapes] [--methods fgd mgd ...] [--teacher CKPT] [--json out.json]
+        [--data-root data/shapes] [--methods fgd mgd ...] [--teacher CKPT] [--seeds 0 1 2] [--json out.json]
 """
 from __future__ import annotations
 
@@ -51,46 +53,83 @@ def rows_for(family: str, methods) -> list:
     return rows
 
 
-def run(family: str, work_root: str, data_root: str, methods, teacher: str = None) -> list:
+def row_work_dir(work_root: str, family: str, name: str, seed: int) -> str:
+    """Seed 0 keeps the folder earlier single-seed tables used, so their finished rows are reused."""
+    slug = name.replace(' ', '_').replace('/', '_').replace('+', 'with').replace('(', '').replace(')', '')
+    return osp.join(work_root, family, slug if seed == 0 else f'{slug}_seed{seed}')
+
+
+def prepare(family: str, data_root: str) -> dict:
+    """Generate the data and the pretrained demo backbones (both cached); the cfg options pointing every
+    split at ``data_root``."""
     os.chdir(ROOT)   # configs name each other relative to the repository root
     if not osp.isfile(osp.join(data_root, 'annotations', 'train.json')):
         from distill_core.shapes import generate_shapes
         generate_shapes(data_root)
     for role in ('teacher', 'student'):   # the pretrained demo backbones (cached: made once)
         ensure_backbone(f'configs/demo/{family}_{role}.py', ROOT, data_root, {}, print, role)
-    data_options = {}
+    options = {}
     for split in ('train', 'val', 'test'):
-        data_options[f'{split}_dataloader.dataset.data_root'] = data_root.rstrip('/') + '/'
+        options[f'{split}_dataloader.dataset.data_root'] = data_root.rstrip('/') + '/'
     for split in ('val', 'test'):
-        data_options[f'{split}_evaluator.ann_file'] = osp.join(data_root, 'annotations', 'val.json')
+        options[f'{split}_evaluator.ann_file'] = osp.join(data_root, 'annotations', 'val.json')
+    return options
+
+
+def train_and_test(name: str, config: str, work_dir: str, options: dict, seed: int,
+                   checkpoint: str = None) -> tuple:
+    """Train ``config`` at ``seed`` (unless ``work_dir`` holds its final.pth or ``checkpoint`` is given), test it
+    on the val images; returns (the row's metrics, the checkpoint)."""
+    options = dict(options, **{'randomness.seed': seed})
+    final = checkpoint or osp.join(work_dir, 'final.pth')
+    if not osp.isfile(final):
+        final = train(config, work_dir=work_dir, cfg_options=options,
+                      progress=dict(label=f'{name} (seed {seed})', log=print, prefix='[demo_table]'))
+    metrics = test(config, final, work_dir=work_dir, cfg_options=options)
+    return {label: metrics.get(key, float('nan')) for label, key in METRICS}, final
+
+
+def summarise(name: str, config: str, per_seed: list) -> dict:
+    """A row: per-metric mean (rounded to 3 places as before), and the AP per seed with its std."""
+    import statistics
+    model = Config.fromfile(osp.join(ROOT, config)).model
+    inherits = model.get('type') == 'DetectionDistiller' and bool(model.get('inherit_neck_head'))
+    row = {'row': name, 'config': config, 'inherits': inherits}
+    for label, _ in METRICS:
+        row[label] = round(statistics.fmean(m[label] for m in per_seed), 3)
+    row['aps'] = [round(m['AP'], 4) for m in per_seed]
+    row['std'] = round(statistics.stdev(row['aps']), 4) if len(per_seed) > 1 else 0.0
+    return row
+
+
+def run(family: str, work_root: str, data_root: str, methods, teacher: str = None, seeds=(0,)) -> list:
+    options = prepare(family, data_root)
     results = []
     teacher_ckpt = teacher
     for name, config, needs_teacher in rows_for(family, methods):
-        work_dir = osp.join(work_root, family, name.replace(' ', '_').replace('/', '_').replace('+', 'with').replace('(', '')
-                            .replace(')', ''))
-        options = dict(data_options)
+        row_options = dict(options)
         if needs_teacher:
-            options['model.teacher.checkpoint'] = teacher_ckpt
-        final = teacher if name == 'teacher' and teacher else osp.join(work_dir, 'final.pth')
-        if not osp.isfile(final):
-            final = train(config, work_dir=work_dir, cfg_options=options,
-                          progress=dict(label=name, log=print, prefix='[demo_table]'))
-        if name == 'teacher':
-            teacher_ckpt = final
-        metrics = test(config, final, work_dir=work_dir, cfg_options=options)
-        model = Config.fromfile(config).model
-        inherits = model.get('type') == 'DetectionDistiller' and bool(model.get('inherit_neck_head'))
-        row = {'row': name, 'config': config, 'inherits': inherits}
-        row.update({label: round(metrics.get(key, float('nan')), 3) for label, key in METRICS})
+            row_options['model.teacher.checkpoint'] = teacher_ckpt
+        per_seed = []
+        for seed in ((0,) if name == 'teacher' else seeds):
+            metrics, final = train_and_test(name, config, row_work_dir(work_root, family, name, seed), row_options,
+                                            seed, teacher if name == 'teacher' else None)
+            if name == 'teacher':
+                teacher_ckpt = final
+            per_seed.append(metrics)
+        row = summarise(name, config, per_seed)
         results.append(row)
-        print(f"{name:45s} AP {row['AP']:.3f}  AP50 {row['AP50']:.3f}  AP75 {row['AP75']:.3f}", flush=True)
+        print(f"{name:45s} AP {row['AP']:.3f} (std {row['std']:.3f})  AP50 {row['AP50']:.3f}  "
+              f"AP75 {row['AP75']:.3f}", flush=True)
     return results
 
 
 def markdown(results: list, family: str) -> str:
-    lines = [f'Demo pair: {family} (shapes data, same schedule for every student row)', '',
-             '| run | inherits the teacher\'s neck/head | bbox AP | AP50 | AP75 |', '|---|---|---|---|---|']
-    lines += [f"| {r['row']} | {'yes' if r['inherits'] else ''} | {r['AP']:.3f} | {r['AP50']:.3f} | {r['AP75']:.3f} |"
+    lines = [f'Demo pair: {family} (shapes data, same schedule for every student row; means over seeds)', '',
+             '| run | inherits the teacher\'s neck/head | bbox AP | AP per seed | std | AP50 | AP75 |',
+             '|---|---|---|---|---|---|---|']
+    lines += [f"| {r['row']} | {'yes' if r['inherits'] else ''} | {r['AP']:.3f} | "
+              f"{', '.join(f'{ap:.3f}' for ap in r['aps'])} | {r['std']:.3f} | {r['AP50']:.3f} | {r['AP75']:.3f} |"
               for r in results]
     return '\n'.join(lines)
 
@@ -103,10 +142,11 @@ def main(argv=None) -> None:
     parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS)
     parser.add_argument('--teacher', help='a trained teacher checkpoint of the family to reuse (e.g. the demo '
                                           'search\'s work_dirs/demo/retinanet_teacher/final.pth)')
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0], help='training seeds of every student row')
     parser.add_argument('--json', help='also write the rows as JSON here')
     args = parser.parse_args(argv)
     results = run(args.family, osp.abspath(args.work_dir), osp.abspath(args.data_root), args.methods,
-                  osp.abspath(args.teacher) if args.teacher else None)
+                  osp.abspath(args.teacher) if args.teacher else None, args.seeds)
     print(markdown(results, args.family))
     if args.json:
         with open(args.json, 'w') as f:
