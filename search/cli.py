@@ -102,7 +102,7 @@ def cmd_status(args) -> None:
 def cmd_export(args) -> None:
     from .export import export_study, exported_json
     exported = export_study(args.study, out=args.out, storage=args.storage, run_dir=args.run_dir, rank=args.rank,
-                            search_config=args.search_config)
+                            search_config=args.search_config, searched=args.searched)
     print(exported_json(exported) if args.json else
           f'wrote {exported.path}: rank {exported.rank}, proxy AP {exported.value:.4f}, {exported.formula}')
 
@@ -223,7 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser('export', help='the best (or rank-N) distiller as a standalone training config')
     export.add_argument('--study', required=True)
     storage_args(export)
-    export.add_argument('--rank', type=int, default=1, help='1 = best mean proxy AP (default)')
+    export.add_argument('--rank', type=int, default=1, help='1 = the search\'s answer (default): its decided '
+                        'genome, or the published baseline no searched genome beat; N = the N-th searched genome')
+    export.add_argument('--searched', action='store_true', help='the rank-N searched genome even where a baseline '
+                        'is the answer (default file <run-dir>/<study>_searched.py)')
     export.add_argument('-o', '--out', help='output file (default <run-dir>/<study>_best.py)')
     export.add_argument('--search-config', help='the search config, when it moved since the launch')
     export.set_defaults(func=cmd_export)

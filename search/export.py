@@ -328,13 +328,14 @@ def search_config_of(results: StudyResults, override: Optional[str] = None) -> s
     return path
 
 
-def render_export(results: StudyResults, rank: int, out: str, search_config: Optional[str] = None) -> str:
+def render_export(results: StudyResults, rank: int, out: str, search_config: Optional[str] = None,
+                  searched: bool = False) -> str:
     """The exported file's text for the rank-``rank`` genome of ``results`` (rank 1: the search's answer, which
-    may be a published baseline that no searched genome beat)."""
+    may be a published baseline that no searched genome beat; ``searched``: the searched genome regardless)."""
     from distill_core.model_config import load_config
     path = search_config_of(results, search_config)
     raw = {k: v for k, v in load_config(path).to_dict().items() if not k.startswith('_')}
-    answer = results.answer() if rank == 1 else None
+    answer = results.answer() if rank == 1 and not searched else None
     if answer is not None and answer['kind'] == 'baseline':
         return render_baseline_export(results, raw, path, answer, out)
     chosen = results.at_rank(rank)
@@ -364,8 +365,10 @@ def render_baseline_export(results: StudyResults, raw: Mapping[str, Any], path: 
 
 def export_study(study: str, out: Optional[str] = None, storage: Optional[str] = None,
                  run_dir: Optional[str] = None, rank: int = 1, search_config: Optional[str] = None,
-                 opened: Optional[Tuple[Any, str]] = None) -> Exported:
-    """Write the rank-``rank`` distiller of ``study`` to ``out`` (default ``<run_dir>/<study>_best.py``).
+                 opened: Optional[Tuple[Any, str]] = None, searched: bool = False) -> Exported:
+    """Write the rank-``rank`` distiller of ``study`` to ``out`` (default ``<run_dir>/<study>_best.py``; with
+    ``searched``, the rank-``rank`` searched genome even where a baseline is the answer,
+    ``<run_dir>/<study>_searched.py``).
 
     ``opened``: (optuna study, masked storage URL) when the caller holds the study already (the controller).
     The path is recorded in the study (user attribute ``exported_config``) for the dashboard and the report.
@@ -373,12 +376,12 @@ def export_study(study: str, out: Optional[str] = None, storage: Optional[str] =
     run_dir = run_dir or osp.join('runs', study)
     optuna_study, shown = opened or open_results_study(study, storage, run_dir)
     results = results_of(optuna_study, shown)
-    out = out or osp.join(run_dir, f'{study}_best.py')
-    text = render_export(results, rank, out, search_config)
+    out = out or osp.join(run_dir, f'{study}_{"searched" if searched else "best"}.py')
+    text = render_export(results, rank, out, search_config, searched)
     write_atomic(out, text)
-    if rank == 1 and results.user_attrs.get(STUDY_EXPORTED) != osp.abspath(out):
+    if rank == 1 and not searched and results.user_attrs.get(STUDY_EXPORTED) != osp.abspath(out):
         optuna_study.set_user_attr(STUDY_EXPORTED, osp.abspath(out))
-    answer = results.answer() if rank == 1 else None
+    answer = results.answer() if rank == 1 and not searched else None
     if answer is not None and answer['kind'] == 'baseline':
         trials = tuple(t.number for t in results.trials if t.baseline == answer['name'] and t.complete)
         return Exported(path=out, rank=rank, value=answer['value'], formula=answer['label'], trials=trials)

@@ -57,6 +57,12 @@ def test_a_baseline_no_genome_beats_is_the_answer_and_export_writes_it(tmp_path,
     assert 'SearchedDistillLoss' not in text
     from mmengine.config import Config
     assert Config.fromfile(str(out)).model.type == 'DetectionDistiller'
+    # --searched: the best searched genome all the same (what a benchmark trains beside the answer)
+    rc, stdout, err = finish(cli(['export', '--study', study.study_name, '--searched'], cwd=cwd))
+    assert rc == 0, err[-3000:]
+    searched = (cwd / 'runs' / study.study_name / f'{study.study_name}_searched.py').read_text()
+    assert 'SearchedDistillLoss' in searched and 'PKDLoss' not in searched
+    assert results.ranked()[0].formula.split(';')[0].split(':')[0] in searched
 
     # the other way round: with the genome ahead, the answer is the searched genome and says so
     answer = decide_answer(read_results(study.study_name, run_dir=str(cwd / 'runs' / study.study_name)), [7],
