@@ -15,6 +15,8 @@ trains every student row once per seed (``randomness.seed``; the teacher once) a
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import glob
 import json
 import os
@@ -89,6 +91,47 @@ def train_and_test(name: str, config: str, work_dir: str, options: dict, seed: i
     return {label: metrics.get(key, float('nan')) for label, key in METRICS}, final
 
 
+@contextlib.contextmanager
+def _claimed(work_dir: str, wait: bool):
+    """Hold ``work_dir``'s lock (yields True), or yield False at once when another process holds it and ``wait``
+    is False: two benchmark processes sharing a work root (demo_table.py beside search_quality.py) each train
+    rows the other is not training, and wait only at the end."""
+    os.makedirs(work_dir, exist_ok=True)
+    with open(osp.join(work_dir, 'train.lock'), 'a') as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def train_rows(rows, seeds, work_root: str, family: str, options: dict, teacher_ckpt: str = None) -> dict:
+    """Train and test every (row, seed): ``rows`` are (name, config, needs the teacher, work-folder name). Seeds
+    outermost, so that a cut-short run leaves whole single-seed tables; a (row, seed) another process is training
+    is deferred to the end. Returns name -> metrics per seed, in ``seeds`` order."""
+    pending = [(seed, row) for seed in seeds for row in rows]
+    done = {}
+    for wait in (False, True):
+        deferred = []
+        for seed, (name, config, needs_teacher, slug) in pending:
+            row_options = dict(options)
+            if needs_teacher:
+                row_options['model.teacher.checkpoint'] = teacher_ckpt
+            work_dir = row_work_dir(work_root, family, slug, seed)
+            with _claimed(work_dir, wait) as mine:
+                if not mine:
+                    deferred.append((seed, (name, config, needs_teacher, slug)))
+                    continue
+                done[(name, seed)], _ = train_and_test(name, config, work_dir, row_options, seed)
+            print(f'[demo_table] {name} (seed {seed}): AP {done[(name, seed)]["AP"]:.4f}', flush=True)
+        pending = deferred
+    return {name: [done[(name, seed)] for seed in seeds] for name, _, _, _ in rows}
+
+
 def summarise(name: str, config: str, per_seed: list) -> dict:
     """A row: per-metric mean (rounded to 3 places as before), and the AP per seed with its std."""
     import statistics
@@ -102,22 +145,21 @@ def summarise(name: str, config: str, per_seed: list) -> dict:
     return row
 
 
+def test_teacher(family: str, work_root: str, options: dict, teacher: str = None) -> tuple:
+    """Train the family's demo teacher (unless ``teacher`` is a checkpoint of it) and test it: (metrics, ckpt)."""
+    config = f'configs/demo/{family}_teacher.py'
+    return train_and_test('teacher', config, row_work_dir(work_root, family, 'teacher', 0), options, 0, teacher)
+
+
 def run(family: str, work_root: str, data_root: str, methods, teacher: str = None, seeds=(0,)) -> list:
     options = prepare(family, data_root)
-    results = []
-    teacher_ckpt = teacher
-    for name, config, needs_teacher in rows_for(family, methods):
-        row_options = dict(options)
-        if needs_teacher:
-            row_options['model.teacher.checkpoint'] = teacher_ckpt
-        per_seed = []
-        for seed in ((0,) if name == 'teacher' else seeds):
-            metrics, final = train_and_test(name, config, row_work_dir(work_root, family, name, seed), row_options,
-                                            seed, teacher if name == 'teacher' else None)
-            if name == 'teacher':
-                teacher_ckpt = final
-            per_seed.append(metrics)
-        row = summarise(name, config, per_seed)
+    teacher_metrics, teacher_ckpt = test_teacher(family, work_root, options, teacher)
+    results = [summarise('teacher', f'configs/demo/{family}_teacher.py', [teacher_metrics])]
+    rows = [(name, config, needs_teacher, name) for name, config, needs_teacher in rows_for(family, methods)
+            if name != 'teacher']
+    trained = train_rows(rows, seeds, work_root, family, options, teacher_ckpt)
+    for name, config, _, _ in rows:
+        row = summarise(name, config, trained[name])
         results.append(row)
         print(f"{name:45s} AP {row['AP']:.3f} (std {row['std']:.3f})  AP50 {row['AP50']:.3f}  "
               f"AP75 {row['AP75']:.3f}", flush=True)
