@@ -13,15 +13,20 @@ space for the RetinaNet family) for ``--budget`` proxy evaluations, per search s
   weight); an invalid combination (e.g. a distance ill-posed after the cascade) is told FAIL at no cost and does
   not count; a repeated genome counts (the sampler spent the evaluation).
 
-Fitness = proxy AP of a real proxy trial (``workers/proxy.py``) on the demo pair with training seed 0, so the
-fitness of a genome is one deterministic number shared by all methods: evaluations are cached by genome key in
-``--cache`` (JSON) and batches are evaluated as shared-teacher groups. A rejected candidate scores 0.
+Fitness = proxy AP of a real proxy trial (``workers/proxy.py``) under the proxy of ``--config`` (default the demo
+search config's: the setting ``detkds-search fidelity`` chose) with training seed 0, so the fitness of a genome
+is one deterministic number shared by all methods: evaluations are cached by (genome key, training seed) in
+``--cache`` (JSON, keyed by the proxy settings too) and batches are evaluated as shared-teacher groups. A
+rejected candidate scores 0.
 
-Reported per method and seed: the best AP found, and the number of evaluations each needed to reach the final
-random-search best of the same seed; mean and spread over seeds.
+Each method's winner (its best single-seed genome) is then re-trained on ``--reeval-seeds`` (default 1 2) and
+scored by its mean over the three training seeds: what a search decides on, not one lucky seed.
 
-    .venv/bin/python benchmarks/search_efficiency.py --teacher-checkpoint work_dirs/.../final.pth \\
-        [--budget 10] [--seeds 0 1 2] [--iterations 8] [--json out.json]
+Reported per method and search seed: the best single-seed AP found, the winner's multi-seed mean, and the number
+of evaluations each needed to reach the final random-search best of the same seed; mean and spread over seeds.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/search_efficiency.py [--config configs/search/demo_retinanet.py]
+        [--budget 12] [--seeds 0 1 2] [--reeval-seeds 1 2] [--iterations N] [--json out.json]
 """
 from __future__ import annotations
 
@@ -35,7 +40,7 @@ import random
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -53,25 +58,41 @@ FAMILY = 'retinanet'
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--teacher-checkpoint', required=True, help='a trained demo RetinaNet teacher')
-    parser.add_argument('--data-root', default='data/shapes')
+    parser.add_argument('--config', default='configs/search/demo_retinanet.py',
+                        help='search config whose pair, data and proxy are used (RetinaNet family)')
+    parser.add_argument('--teacher-checkpoint', help='default: the config\'s teacher.checkpoint')
     parser.add_argument('--input', default='global', help='stage-1 knowledge input searched')
-    parser.add_argument('--budget', type=int, default=10, help='proxy evaluations per method and seed')
+    parser.add_argument('--budget', type=int, default=12, help='proxy evaluations per method and search seed')
     parser.add_argument('--population', type=int, default=4)
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2], help='search seeds')
+    parser.add_argument('--reeval-seeds', type=int, nargs='*', default=[1, 2],
+                        help='training seeds each method\'s winner is re-trained on (beside seed 0)')
     parser.add_argument('--methods', nargs='+', default=['evolution', 'random', 'tpe'])
-    parser.add_argument('--iterations', type=int, default=8)
-    parser.add_argument('--batch-size', type=int, default=4)
-    parser.add_argument('--train-images', type=int, default=32)
-    parser.add_argument('--val-images', type=int, default=24)
+    parser.add_argument('--iterations', type=int, help='override proxy.iterations')
+    parser.add_argument('--train-images', type=int, help='override proxy.train_images')
+    parser.add_argument('--val-images', type=int, help='override proxy.val_images')
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--cache', default=osp.join(ROOT, 'benchmarks', 'search_efficiency_cache.json'))
     parser.add_argument('--json')
     return parser.parse_args()
 
 
+def proxy_config(args) -> dict:
+    """The search config as workers receive it, with the command's overrides."""
+    from distill_core.model_config import load_config
+    cfg = {k: v for k, v in load_config(osp.join(ROOT, args.config)).to_dict().items() if not k.startswith('_')}
+    if args.teacher_checkpoint:
+        cfg['teacher']['checkpoint'] = osp.abspath(args.teacher_checkpoint)
+    for key, value in (('iterations', args.iterations), ('train_images', args.train_images),
+                       ('val_images', args.val_images)):
+        if value is not None:
+            cfg['proxy'][key] = value
+    cfg['proxy']['eval_interval'] = None   # the fitness only: no intermediate evaluations
+    return {k: cfg[k] for k in ('teacher', 'student', 'data', 'proxy') if k in cfg}
+
+
 class Fitness:
-    """Proxy AP per genome key (training seed 0), cached in a JSON file keyed by the proxy's settings too."""
+    """Proxy AP per (genome key, training seed), cached in a JSON file keyed by the proxy's settings too."""
 
     def __init__(self, cfg: dict, path: str):
         self.cfg, self.path = cfg, path
@@ -80,28 +101,35 @@ class Fitness:
         if osp.isfile(path):
             with open(path) as f:
                 self.cache = json.load(f).get(self.proxy_id, {})
+        self.teacher_cache_dir = osp.join(osp.dirname(path), f'.teacher_cache_{self.proxy_id}')
         self.trained = 0
         self.seconds = 0.0
 
-    def evaluate(self, genomes: List[Genome]) -> List[float]:
+    @staticmethod
+    def _slot(genome: Genome, seed: int) -> str:
+        return genome.key() if seed == 0 else f'{genome.key()}@{seed}'   # seed 0 keeps older caches' keys
+
+    def evaluate(self, genomes: List[Genome], seed: int = 0) -> List[float]:
         todo = {}
         for genome in genomes:
-            key = genome.key()
-            if key not in self.cache and key not in todo:
-                todo[key] = genome
+            slot = self._slot(genome, seed)
+            if slot not in self.cache and slot not in todo:
+                todo[slot] = genome
         if todo:
             start = time.time()
-            results = run_proxy_group(self.cfg, list(todo.values()), [0] * len(todo), base_dir=ROOT)
+            results = run_proxy_group(self.cfg, list(todo.values()), [seed] * len(todo), base_dir=ROOT,
+                                      teacher_cache_dir=self.teacher_cache_dir, expected_trials=100)
             self.seconds += time.time() - start
             self.trained += len(todo)
-            for key, result in zip(todo, results):
+            for slot, result in zip(todo, results):
                 ap = 0.0 if result.failure is not None else result.metrics['AP']
-                self.cache[key] = 0.0 if ap is None or math.isnan(ap) else float(ap)
+                self.cache[slot] = 0.0 if ap is None or math.isnan(ap) else float(ap)
             self._save()
-        return [self.cache[g.key()] for g in genomes]
+        return [self.cache[self._slot(g, seed)] for g in genomes]
 
     def _save(self) -> None:
         data = {}
+        os.makedirs(osp.dirname(osp.abspath(self.path)), exist_ok=True)
         if osp.isfile(self.path):
             with open(self.path) as f:
                 data = json.load(f)
@@ -113,29 +141,32 @@ class Fitness:
 
 
 # ---------------------------------------------------------------------------------------------- methods
-def run_evolution(ops: Stage1Ops, fitness: Fitness, budget: int, population: int, seed: int) -> List[float]:
+Evaluated = List[Tuple[Genome, float]]   # (genome, seed-0 proxy AP) in evaluation order
+
+
+def run_evolution(ops: Stage1Ops, fitness: Fitness, budget: int, population: int, seed: int) -> Evaluated:
     generations = 1 + math.ceil(max(budget - population, 0) / (population - 1))
     plan = StagePlan(stage1_inputs=(ops.input,), population_size=population, generations=generations,
                      stage2_generations=0, tournament_size=2, elite_count=1, reeval_top_k=0, seed=seed)
     evolution = Evolution(plan, {ops.input: ops})
-    values: List[float] = []
-    while not evolution.finished and len(values) < budget:
-        proposals = evolution.ask(budget - len(values))
+    evaluated: Evaluated = []
+    while not evolution.finished and len(evaluated) < budget:
+        proposals = evolution.ask(budget - len(evaluated))
         if not proposals:
             break
         for proposal, value in zip(proposals, fitness.evaluate([p.genome for p in proposals])):
             evolution.tell(proposal, Result.complete(value))
-            values.append(value)
-    return values
+            evaluated.append((proposal.genome, value))
+    return evaluated
 
 
-def run_random(ops: Stage1Ops, fitness: Fitness, budget: int, population: int, seed: int) -> List[float]:
+def run_random(ops: Stage1Ops, fitness: Fitness, budget: int, population: int, seed: int) -> Evaluated:
     rng = random.Random(seed)
     genomes = [ops.sample(rng) for _ in range(budget)]
-    values = []
+    evaluated: Evaluated = []
     for i in range(0, budget, population):   # evaluated in groups of `population`, like the others
-        values += fitness.evaluate(genomes[i:i + population])
-    return values
+        evaluated += zip(genomes[i:i + population], fitness.evaluate(genomes[i:i + population]))
+    return evaluated
 
 
 def _tpe_genome(trial, ops: Stage1Ops) -> Optional[Genome]:
@@ -161,26 +192,26 @@ def _tpe_genome(trial, ops: Stage1Ops) -> Optional[Genome]:
     return genome if ops.problem(genome) is None else None
 
 
-def run_tpe(ops: Stage1Ops, fitness: Fitness, budget: int, population: int, seed: int) -> List[float]:
+def run_tpe(ops: Stage1Ops, fitness: Fitness, budget: int, population: int, seed: int) -> Evaluated:
     import optuna
     from optuna.trial import TrialState
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(direction='maximize', sampler=optuna.samplers.TPESampler(
         seed=seed, n_startup_trials=population, constant_liar=True))
-    values: List[float] = []
-    while len(values) < budget:
+    evaluated: Evaluated = []
+    while len(evaluated) < budget:
         batch = []
-        while len(batch) < min(population, budget - len(values)):
+        while len(batch) < min(population, budget - len(evaluated)):
             trial = study.ask()
             genome = _tpe_genome(trial, ops)
             if genome is None:
                 study.tell(trial, state=TrialState.FAIL)   # outside the space: free, not an evaluation
             else:
                 batch.append((trial, genome))
-        for (trial, _), value in zip(batch, fitness.evaluate([g for _, g in batch])):
+        for (trial, genome), value in zip(batch, fitness.evaluate([g for _, g in batch])):
             study.tell(trial, value)
-            values.append(value)
-    return values
+            evaluated.append((genome, value))
+    return evaluated
 
 
 METHODS: Dict[str, Callable] = dict(evolution=run_evolution, random=run_random, tpe=run_tpe)
@@ -193,49 +224,60 @@ def evaluations_to_reach(values: List[float], target: float) -> Optional[int]:
     return None
 
 
+def winner_score(evaluated: Evaluated, fitness: Fitness, reeval_seeds: List[int]) -> Tuple[Genome, float, List[float]]:
+    """The run's winner (best seed-0 AP, first found on ties), its mean AP over seed 0 and ``reeval_seeds``, and
+    the per-seed APs."""
+    genome, value = max(evaluated, key=lambda pair: pair[1])
+    aps = [value] + [fitness.evaluate([genome], seed)[0] for seed in reeval_seeds]
+    return genome, statistics.fmean(aps), aps
+
+
 def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
-    cfg = dict(teacher=dict(config='configs/demo/retinanet_teacher.py',
-                            checkpoint=osp.abspath(args.teacher_checkpoint)),
-               student=dict(config='configs/demo/retinanet_student.py'),
-               data=dict(data_root=osp.abspath(args.data_root)),
-               proxy=dict(train_images=args.train_images, val_images=args.val_images, subset_seed=0,
-                          iterations=args.iterations, batch_size=args.batch_size, val_batch_size=8,
-                          optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4), grad_clip=35.0,
-                          inherit_neck_head=True, report_interval=args.iterations, eval_interval=None,
-                          reject=dict(check_iterations=3, max_loss=1e4)))
+    cfg = proxy_config(args)
     fitness = Fitness(cfg, args.cache)
     ops = Stage1Ops(Space.default(), args.input, FAMILY)
-    curves: Dict[str, Dict[int, List[float]]] = {m: {} for m in args.methods}
+    runs: Dict[str, Dict[int, Evaluated]] = {m: {} for m in args.methods}
+    winners: Dict[str, Dict[int, dict]] = {m: {} for m in args.methods}
     start = time.time()
     for seed in args.seeds:
         for method in args.methods:
-            curves[method][seed] = METHODS[method](ops, fitness, args.budget, args.population, seed)
-            best = max(curves[method][seed])
-            print(f'[search_efficiency] seed {seed} {method}: best AP {best:.4f} after {len(curves[method][seed])} '
-                  f'evaluations ({fitness.trained} trained so far, {time.time() - start:.0f} s)', flush=True)
+            runs[method][seed] = evaluated = METHODS[method](ops, fitness, args.budget, args.population, seed)
+            genome, mean, aps = winner_score(evaluated, fitness, args.reeval_seeds)
+            winners[method][seed] = dict(key=genome.key(), formula=genome.formula(), aps=aps, mean=mean)
+            print(f'[search_efficiency] seed {seed} {method}: best AP {aps[0]:.4f} after {len(evaluated)} '
+                  f'evaluations, winner mean {mean:.4f} over {len(aps)} training seeds ({fitness.trained} trained so '
+                  f'far, {time.time() - start:.0f} s)', flush=True)
 
-    print(f'\n{args.budget} evaluations per run, stage-1 input {args.input!r}, proxy {args.iterations} iterations x '
-          f'batch {args.batch_size}, {args.train_images}/{args.val_images} images; {fitness.trained} proxy trials '
-          f'trained in this run ({fitness.seconds:.0f} s), {len(fitness.cache)} distinct genomes cached')
-    print('| method | best AP per seed | mean ± std | evaluations to reach the random-search best, per seed |')
-    print('|---|---|---|---|')
+    proxy = cfg['proxy']
+    print(f'\n{args.budget} evaluations per run, stage-1 input {args.input!r}, proxy {proxy["iterations"]} iterations '
+          f'x batch {proxy["batch_size"]}, {proxy["train_images"]}/{proxy["val_images"]} images; winners re-trained on '
+          f'seeds {args.reeval_seeds}; {fitness.trained} proxy trainings in this run ({fitness.seconds:.0f} s), '
+          f'{len(fitness.cache)} cached')
+    print('| method | best single-seed AP per search seed | winner multi-seed mean per search seed | mean ± std of '
+          'the winners\' means | evaluations to reach the random-search best |')
+    print('|---|---|---|---|---|')
     summary = {}
     for method in args.methods:
-        bests = [max(curves[method][s]) for s in args.seeds]
-        reach = [evaluations_to_reach(curves[method][s], max(curves['random'][s])) if 'random' in curves else None
-                 for s in args.seeds]
-        spread = statistics.stdev(bests) if len(bests) > 1 else 0.0
-        summary[method] = dict(best=bests, mean=statistics.mean(bests), std=spread, reach=reach)
-        print(f'| {method} | {", ".join(f"{b:.4f}" for b in bests)} | {statistics.mean(bests):.4f} ± {spread:.4f} | '
+        bests = [max(v for _, v in runs[method][s]) for s in args.seeds]
+        means = [winners[method][s]['mean'] for s in args.seeds]
+        reach = [evaluations_to_reach([v for _, v in runs[method][s]], max(v for _, v in runs['random'][s]))
+                 if 'random' in runs else None for s in args.seeds]
+        spread = statistics.stdev(means) if len(means) > 1 else 0.0
+        summary[method] = dict(best=bests, winner_means=means, mean=statistics.fmean(means), std=spread, reach=reach,
+                               winners=[winners[method][s] for s in args.seeds])
+        print(f'| {method} | {", ".join(f"{b:.4f}" for b in bests)} | {", ".join(f"{m:.4f}" for m in means)} | '
+              f'{statistics.fmean(means):.4f} ± {spread:.4f} | '
               f'{", ".join("never" if r is None else str(r) for r in reach)} |')
-    values = sorted(fitness.cache.values())
-    print(f'\nfitness landscape over the {len(values)} cached genomes: min {values[0]:.4f}, median '
+    values = sorted(v for k, v in fitness.cache.items() if '@' not in k)
+    print(f'\nfitness landscape over the {len(values)} genomes cached at seed 0: min {values[0]:.4f}, median '
           f'{statistics.median(values):.4f}, max {values[-1]:.4f}')
     if args.json:
+        curves = {m: {s: [v for _, v in runs[m][s]] for s in args.seeds} for m in args.methods}
         with open(args.json, 'w') as f:
-            json.dump(dict(args=vars(args), curves=curves, summary=summary, load=os.getloadavg()), f, indent=1)
+            json.dump(dict(args=vars(args), proxy=proxy, curves=curves, summary=summary, load=os.getloadavg()), f,
+                      indent=1)
 
 
 if __name__ == '__main__':
