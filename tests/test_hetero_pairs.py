@@ -246,3 +246,24 @@ def test_heterogeneous_search_configs_run_a_two_iteration_proxy(name, families, 
     assert result.iterations == 2 and [r['iteration'] for r in reports] == [1, 2]
     assert all(math.isfinite(r['loss_searched_logits']) for r in reports)
     assert 'AP' in result.metrics
+
+
+def test_demo_cascade_teacher_trains_and_predicts(shapes_root):
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    cfg, faster = (Config.fromfile(demo_config_path(name)) for name in ('cascade_rcnn_teacher', 'faster_rcnn_teacher'))
+    assert cfg.model.type == 'CascadeRCNN' and cfg.model.roi_head.num_stages == 3
+    assert cfg.model.backbone == faster.model.backbone and cfg.model.rpn_head == faster.model.rpn_head
+    assert cfg.train_cfg == faster.train_cfg   # the teachers' 1200-iteration schedule
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    assert family_of(model) is FAMILIES['cascade_rcnn']
+    inputs, samples = demo_batch(model, 'faster_rcnn', shapes_root)
+    losses = model.loss(inputs, samples)
+    for stage in range(3):
+        assert torch.isfinite(losses[f's{stage}.loss_cls']) and torch.isfinite(losses[f's{stage}.loss_bbox'])
+    model.eval()
+    with torch.no_grad():
+        predictions = model.predict(inputs, samples)
+    assert len(predictions) == len(samples) and predictions[0].pred_instances.scores.dim() == 1
