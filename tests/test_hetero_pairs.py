@@ -267,3 +267,20 @@ def test_demo_cascade_teacher_trains_and_predicts(shapes_root):
     with torch.no_grad():
         predictions = model.predict(inputs, samples)
     assert len(predictions) == len(samples) and predictions[0].pred_instances.scores.dim() == 1
+
+
+def test_launch_says_once_which_inputs_the_pair_drops_and_refuses_a_forced_one(tmp_path, monkeypatch):
+    from search.controller import Launch
+    monkeypatch.chdir(ROOT)   # the demo search configs' paths are relative to the repository root
+    base = osp.join(ROOT, 'configs', 'search', 'demo_faster_rcnn_retinanet.py')
+    lines = []
+    launch = Launch(base, run_dir=str(tmp_path / 'offered'), log=lines.append)
+    launch._evolution(launch._open_study())   # what `launch` does before preparing anything or any trial
+    dropped = [line for line in lines if 'not offered' in line]
+    assert len(dropped) == 1 and "'localization' is not offered for faster_rcnn -> retinanet" in dropped[0] and \
+        "'cross_head' is not offered" in dropped[0], lines
+    forced = tmp_path / 'forced.py'
+    forced.write_text(f"_base_ = [{base!r}]\nsearch = dict(stage1_inputs=['global', 'localization'])\n")
+    with pytest.raises(ConfigError, match="input 'localization' is not offered for faster_rcnn -> retinanet: the "
+                                          "faster_rcnn dense boxes are class-agnostic RPN proposals"):
+        Launch(str(forced), run_dir=str(tmp_path / 'forced'), log=lines.append).run()
