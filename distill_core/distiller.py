@@ -44,6 +44,12 @@ def _neck_attr(detector: nn.Module, attr: str) -> Optional[int]:
     return value if isinstance(value, int) else None
 
 
+def _level_strides(detector: nn.Module) -> Optional[List[float]]:
+    """The stride of each neck output, where the dense head's priors give one per neck level (else None)."""
+    strides, levels = fpn_strides(detector), _neck_attr(detector, 'num_outs')
+    return strides if strides is not None and (levels is None or len(strides) == levels) else None
+
+
 class _TeacherInputs(nn.Module):
     """Re-normalise the student's batch for a teacher trained with another mean/std or channel order."""
 
@@ -214,10 +220,9 @@ class DetectionDistiller(BaseDetector):
         if self.level_pairing not in LEVEL_PAIRINGS:
             raise ConfigError(f'DetectionDistiller.level_pairing must be one of {list(LEVEL_PAIRINGS)}, '
                               f'got {self.level_pairing!r}')
-        s_strides, t_strides = fpn_strides(self.student), fpn_strides(self.teacher)
-        s_levels, t_levels = _neck_attr(self.student, 'num_outs'), _neck_attr(self.teacher, 'num_outs')
-        if s_strides is None or t_strides is None or len(s_strides) != (s_levels or len(s_strides)) or \
-                len(t_strides) != (t_levels or len(t_strides)):
+        s_strides, t_strides = _level_strides(self.student), _level_strides(self.teacher)
+        if s_strides is None or t_strides is None:
+            s_levels, t_levels = _neck_attr(self.student, 'num_outs'), _neck_attr(self.teacher, 'num_outs')
             if s_levels is not None and t_levels is not None and s_levels != t_levels:
                 raise ConfigError(f'student FPN has {s_levels} levels but the teacher FPN has {t_levels}, and their '
                                   'strides are unknown: distillation cannot pair them')
@@ -321,7 +326,9 @@ class DetectionDistiller(BaseDetector):
                               f'fewer than the paired levels {[(p.student, p.teacher) for p in self.level_pairs]}')
         raw = tuple(student_feats[p.student] for p in self.level_pairs)
         teacher = tuple(teacher_feats[p.teacher] for p in self.level_pairs)
-        adapted = tuple(resized_to(s, t) for s, t in zip(self.adapt(raw), teacher))
+        adapted = self.adapt(raw)
+        if self.level_pairing == 'index':   # stride pairs have equal sizes by construction: never resized
+            adapted = tuple(resized_to(s, t) for s, t in zip(adapted, teacher))
         return raw, adapted, teacher
 
     @torch.no_grad()

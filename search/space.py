@@ -6,9 +6,11 @@ a bad weight or parameter) raises ``ConfigError`` naming the file and the key.
 
 Sampling draws genomes that are valid by construction: ops from each slot's table, op parameters and the input's
 own parameters (``input_params``, e.g. the cross point of ``cross_head``) from their option lists, only inputs the
-detector family can serve (``cross_head`` needs a dense head with stacked-conv towers), a distance compatible
-with the drawn cascade (e.g. no ``kl`` after ``logsoftmax_*``, no ``ssim`` after a flattening op) and with the
-detector family (``family_only``), and a weight from the stage's options.
+detector family, or the (teacher, student) family pair of a heterogeneous search, can serve
+(``KnowledgeInput.pair_problem``: e.g. ``cross_head`` needs a dense head with stacked-conv towers and one family on
+both sides), a distance compatible with the drawn cascade (e.g. no ``kl`` after ``logsoftmax_*``, no ``ssim`` after
+a flattening op) and with the detector families (``family_only``: both sides), and a weight from the stage's
+options.
 All randomness comes from the ``random.Random`` passed in, so a seeded controller reproduces its proposals.
 """
 from __future__ import annotations
