@@ -284,3 +284,20 @@ def test_launch_says_once_which_inputs_the_pair_drops_and_refuses_a_forced_one(t
     with pytest.raises(ConfigError, match="input 'localization' is not offered for faster_rcnn -> retinanet: the "
                                           "faster_rcnn dense boxes are class-agnostic RPN proposals"):
         Launch(str(forced), run_dir=str(tmp_path / 'forced'), log=lines.append).run()
+
+
+def test_proxy_level_pairing_reaches_the_trial_distiller_and_the_export(checkpoints, shapes_root):
+    from search.export import build_training_config
+    from workers.proxy import build_distiller
+    from workers.settings import check_search_config
+    cfg = load_search_config(osp.join(ROOT, 'configs', 'search', 'demo_faster_rcnn_retinanet.py'), ROOT)
+    raw = dict(cfg.raw, teacher=dict(cfg.raw['teacher'], checkpoint=checkpoints['faster_rcnn']),
+               data=dict(data_root=shapes_root), proxy=dict(cfg.raw['proxy'], level_pairing='index'))
+    settings = check_search_config(raw)
+    assert settings.level_pairing == 'index' and check_search_config(cfg.raw).level_pairing == 'stride'
+    model = build_distiller(raw, None, settings, base_dir=ROOT)
+    assert model.level_pairing == 'index'
+    assert build_training_config(raw, [], 'x.py')['model']['level_pairing'] == 'index'
+    assert 'level_pairing' not in build_training_config(cfg.raw, [], 'x.py')['model']   # the default stays implicit
+    with pytest.raises(ConfigError, match="proxy.level_pairing.*expected one of \\['stride', 'index'\\], got 'size'"):
+        check_search_config(dict(raw, proxy=dict(raw['proxy'], level_pairing='size')), 'my.py')
