@@ -27,12 +27,17 @@ class DistillContext:
     data_samples: List[Any]              # DetDataSample list with gt_instances (xyxy, input pixels)
     student: nn.Module
     teacher: nn.Module
-    student_feats: Tuple[Tensor, ...]    # neck outputs, adapted to the teacher's channels where they differ
+    # the distilled FPN level pairs (``levels.py``): student maps adapted to the teacher's channels (and, under
+    # index pairing, resized to its map), the raw student maps, and the teacher's maps of the same pairs
+    student_feats: Tuple[Tensor, ...]
     raw_student_feats: Tuple[Tensor, ...]
     teacher_feats: Tuple[Tensor, ...]
     teacher_inputs: Tensor               # the batch as the teacher's preprocessing expects it
     recorded: Dict[str, List[Tuple[tuple, Any]]] = field(default_factory=dict)
     cache: Dict[str, Any] = field(default_factory=dict)
+    # every neck output of the teacher (its own heads read all of them); None: the paired ``teacher_feats``
+    teacher_neck_feats: Optional[Tuple[Tensor, ...]] = None
+    level_strides: Optional[Tuple[float, ...]] = None   # stride of each distilled pair's maps, if known
 
     def cached(self, key: str, compute: Callable[[], Any]) -> Any:
         """Compute a per-step value once, whichever loss asks first (GT masks, CAMs, decoded boxes...)."""
@@ -53,8 +58,25 @@ class DistillContext:
         """The teacher's dense-head outputs on its features, computed on first use, without gradient."""
         def run():
             with torch.no_grad():
-                return getattr(self.teacher, dense_head_name(self.teacher))(list(self.teacher_feats))
+                return getattr(self.teacher, dense_head_name(self.teacher))(list(self.all_teacher_feats))
         return self.cached('teacher_head_outputs', run)
+
+    @property
+    def all_teacher_feats(self) -> Tuple[Tensor, ...]:
+        """Every neck output of the teacher, in its own level order (what its dense and RoI heads take)."""
+        return self.teacher_feats if self.teacher_neck_feats is None else self.teacher_neck_feats
+
+    @property
+    def student_family(self):
+        """The student's detector family (``families.py``)."""
+        from .families import family_of   # families imports this module
+        return self.cached('student_family', lambda: family_of(self.student))
+
+    @property
+    def teacher_family(self):
+        """The teacher's detector family: a heterogeneous pair reads each side's outputs with its own."""
+        from .families import family_of
+        return self.cached('teacher_family', lambda: family_of(self.teacher))
 
     @property
     def gt_bboxes(self) -> List[Tensor]:

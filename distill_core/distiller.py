@@ -28,11 +28,13 @@ import torch
 from mmdet.models.detectors.base import BaseDetector
 from mmdet.registry import MODELS
 from mmengine.config import ConfigDict
+from mmengine.logging import print_log
 from torch import Tensor, nn
 
 from .checkpoint import inherit_matching_tensors, load_matching_weights
 from .context import DistillContext, dense_head_name
 from .errors import ConfigError
+from .levels import LEVEL_PAIRINGS, LevelPair, describe, fpn_strides, pair_levels, resized_to
 from .model_config import build_in_mmdet_scope, resolve_model_config
 
 
@@ -40,6 +42,12 @@ def _neck_attr(detector: nn.Module, attr: str) -> Optional[int]:
     neck = getattr(detector, 'neck', None)
     value = getattr(neck, attr, None) if neck is not None else None
     return value if isinstance(value, int) else None
+
+
+def _level_strides(detector: nn.Module) -> Optional[List[float]]:
+    """The stride of each neck output, where the dense head's priors give one per neck level (else None)."""
+    strides, levels = fpn_strides(detector), _neck_attr(detector, 'num_outs')
+    return strides if strides is not None and (levels is None or len(strides) == levels) else None
 
 
 class _TeacherInputs(nn.Module):
@@ -130,6 +138,10 @@ class DetectionDistiller(BaseDetector):
             ``set_distill_progress`` (the proxy's own loop) or else from the mmengine Runner's runtime info
             (``iter`` / ``max_iters``, kept by its RuntimeInfoHook), so ``detkds-search train`` needs no extra hook.
         adapt_channels: add a learnable 1x1 conv per level mapping student to teacher channels when they differ.
+        level_pairing: which student FPN level is distilled against which teacher level (``levels.py``):
+            ``'stride'`` (default) pairs equal strides and skips the rest (P2-P6 vs P3-P7: P3-P6), ``'index'`` is
+            PKD's heterogeneous recipe (position in the neck tuple, student map resized to the teacher's).
+            Level-wise losses' ``levels`` and the adapters index these pairs.
     """
 
     def __init__(self,
@@ -139,6 +151,7 @@ class DetectionDistiller(BaseDetector):
                  inherit_neck_head: bool = False,
                  distill_schedule: Optional[Mapping] = None,
                  adapt_channels: bool = True,
+                 level_pairing: str = 'stride',
                  data_preprocessor: Optional[Mapping] = None,
                  init_cfg=None):
         from . import register_all_modules
@@ -177,7 +190,9 @@ class DetectionDistiller(BaseDetector):
         self.distill_schedule = TrainingStrategy(bool(inherit_neck_head), **schedule)
         self._distill_progress: Optional[float] = None
 
-        self.num_levels = self._check_levels()
+        self.level_pairing = level_pairing
+        self.level_pairs = self._pair_levels()
+        self.num_levels = len(self.level_pairs) if self.level_pairs is not None else None
         self.adapters = self._build_adapters() if adapt_channels else nn.ModuleDict()
         self.distill_losses = nn.ModuleDict()
         self._plan: List[Tuple[str, Optional[int], str]] = []   # (entry name, level or None, module key)
@@ -191,18 +206,31 @@ class DetectionDistiller(BaseDetector):
                 module.bind_features(channels, self.num_levels)
         self._recorders = {'dense_head': dense_head_name(self.student)}
         for module in self.distill_losses.values():
+            if hasattr(module, 'bind_detectors'):   # losses that check the (teacher, student) pair at build
+                module.bind_detectors(self.student, self.teacher)
             recorders = (module.student_recorders_for(self.student) if hasattr(module, 'student_recorders_for')
                          else getattr(module, 'student_recorders', {}))   # detector-dependent or fixed
             for key, path in dict(recorders).items():
                 self._recorders[key] = path
 
     # ------------------------------------------------------------------ construction helpers
-    def _check_levels(self) -> Optional[int]:
-        s_levels, t_levels = _neck_attr(self.student, 'num_outs'), _neck_attr(self.teacher, 'num_outs')
-        if s_levels is not None and t_levels is not None and s_levels != t_levels:
-            raise ConfigError(f'student FPN has {s_levels} levels but the teacher FPN has {t_levels}: '
-                              'distillation pairs levels one to one')
-        return t_levels
+    def _pair_levels(self) -> Optional[List[LevelPair]]:
+        """The distilled level pairs (None: a neck without a known level count). Strides come from the dense
+        heads' priors; where one is unknown, levels pair one to one by index and their counts must agree."""
+        if self.level_pairing not in LEVEL_PAIRINGS:
+            raise ConfigError(f'DetectionDistiller.level_pairing must be one of {list(LEVEL_PAIRINGS)}, '
+                              f'got {self.level_pairing!r}')
+        s_strides, t_strides = _level_strides(self.student), _level_strides(self.teacher)
+        if s_strides is None or t_strides is None:
+            s_levels, t_levels = _neck_attr(self.student, 'num_outs'), _neck_attr(self.teacher, 'num_outs')
+            if s_levels is not None and t_levels is not None and s_levels != t_levels:
+                raise ConfigError(f'student FPN has {s_levels} levels but the teacher FPN has {t_levels}, and their '
+                                  'strides are unknown: distillation cannot pair them')
+            return None if t_levels is None else [LevelPair(i, i, 0.0) for i in range(t_levels)]
+        pairs, skipped = pair_levels(s_strides, t_strides, self.level_pairing)
+        if skipped or any(p.student != i or p.teacher != i for i, p in enumerate(pairs)):
+            print_log(describe(pairs, skipped, self.level_pairing), logger='current')   # once, at build
+        return pairs
 
     def _build_adapters(self) -> nn.ModuleDict:
         s_ch, t_ch = _neck_attr(self.student, 'out_channels'), _neck_attr(self.teacher, 'out_channels')
@@ -284,6 +312,25 @@ class DetectionDistiller(BaseDetector):
             return tuple(feats)
         return tuple(self.adapters[f'fpn{i}'](f) for i, f in enumerate(feats))
 
+    def paired_features(self, student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor]
+                        ) -> Tuple[Tuple[Tensor, ...], Tuple[Tensor, ...], Tuple[Tensor, ...]]:
+        """(raw student, adapted student, teacher) maps of the distilled level pairs; under index pairing the
+        adapted student map is resized to its teacher map's size."""
+        if self.level_pairs is None:
+            if len(student_feats) != len(teacher_feats):
+                raise ConfigError(f'student gives {len(student_feats)} feature levels, teacher {len(teacher_feats)}')
+            return tuple(student_feats), self.adapt(student_feats), tuple(teacher_feats)
+        if max(p.student for p in self.level_pairs) >= len(student_feats) or \
+                max(p.teacher for p in self.level_pairs) >= len(teacher_feats):
+            raise ConfigError(f'student gives {len(student_feats)} feature levels, teacher {len(teacher_feats)}: '
+                              f'fewer than the paired levels {[(p.student, p.teacher) for p in self.level_pairs]}')
+        raw = tuple(student_feats[p.student] for p in self.level_pairs)
+        teacher = tuple(teacher_feats[p.teacher] for p in self.level_pairs)
+        adapted = self.adapt(raw)
+        if self.level_pairing == 'index':   # stride pairs have equal sizes by construction: never resized
+            adapted = tuple(resized_to(s, t) for s, t in zip(adapted, teacher))
+        return raw, adapted, teacher
+
     @torch.no_grad()
     def teacher_forward(self, batch_inputs: Tensor) -> TeacherOutputs:
         """The teacher's features of the student's preprocessed batch (no gradient)."""
@@ -297,15 +344,18 @@ class DetectionDistiller(BaseDetector):
         if teacher_outputs is None:
             teacher_outputs = self.teacher_forward(batch_inputs)
         teacher_inputs, teacher_feats = teacher_outputs.inputs, teacher_outputs.feats
-        raw_feats = tuple(self.student.extract_feat(batch_inputs))
-        if len(raw_feats) != len(teacher_feats):
-            raise ConfigError(f'student gives {len(raw_feats)} feature levels, teacher {len(teacher_feats)}')
-        with _recording(self.student, self._recorders) as recorded, features_reused(self.student, raw_feats):
+        all_student_feats = tuple(self.student.extract_feat(batch_inputs))
+        raw_feats, student_feats, paired_teacher_feats = self.paired_features(all_student_feats, teacher_feats)
+        with _recording(self.student, self._recorders) as recorded, \
+                features_reused(self.student, all_student_feats):
             losses = dict(self.student.loss(batch_inputs, batch_data_samples))
         ctx = DistillContext(
             inputs=batch_inputs, data_samples=batch_data_samples, student=self.student, teacher=self.teacher,
-            student_feats=self.adapt(raw_feats), raw_student_feats=raw_feats, teacher_feats=teacher_feats,
-            teacher_inputs=teacher_inputs, recorded=recorded, cache=dict(teacher_outputs.shared))
+            student_feats=student_feats, raw_student_feats=raw_feats, teacher_feats=paired_teacher_feats,
+            teacher_inputs=teacher_inputs, recorded=recorded, cache=dict(teacher_outputs.shared),
+            teacher_neck_feats=tuple(teacher_feats),
+            level_strides=None if self.level_pairs is None or not self.level_pairs[0].stride else
+            tuple(p.stride for p in self.level_pairs))
         factor = self.distill_factor() if self._plan else 1.0
         for name, level, key in self._plan:
             module = self.distill_losses[key]
@@ -313,7 +363,7 @@ class DetectionDistiller(BaseDetector):
                 out = module(ctx)
             else:
                 extra = module.step_inputs(ctx, level) if hasattr(module, 'step_inputs') else {}
-                out = module(ctx.student_feats[level], teacher_feats[level], batch_data_samples, **extra)
+                out = module(ctx.student_feats[level], ctx.teacher_feats[level], batch_data_samples, **extra)
             named = _named_outputs(out, name, '' if level is None else f'_fpn{level}')
             losses.update({k: v * factor if factor != 1.0 and k.startswith('loss') else v for k, v in named.items()})
         teacher_outputs.shared.update({key: value for key, value in ctx.cache.items()

@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from mmdet.models.dense_heads import FCOSHead, GFLHead, RepPointsHead, RetinaHead, RPNHead
+from mmdet.models.roi_heads import CascadeRoIHead
 from mmdet.structures.bbox import get_box_tensor
 from mmdet.models.utils import unpack_gt_instances
 from torch import Tensor, nn
@@ -74,6 +75,11 @@ class DetectorFamily:
     name = 'base'
     head_types: Tuple[type, ...] = ()
     has_distributions = False
+    # what the dense head's class maps score: 'classes' (one-stage heads) or 'objectness' (a two-stage detector's
+    # RPN); dense responses of a heterogeneous pair are compared only between maps of the same kind
+    dense_scores = 'classes'
+    # whether the detector has an RoI head that classifies given boxes (``roi_class_logits``)
+    classifies_rois = False
 
     def dense_head(self, detector: nn.Module) -> nn.Module:
         return getattr(detector, dense_head_name(detector))
@@ -94,6 +100,11 @@ class DetectorFamily:
 
     def roi_logits(self, ctx: DistillContext, max_per_image: Optional[int] = None) -> Optional[Tuple[Tensor, Tensor]]:
         return None
+
+    def roi_class_logits(self, ctx: DistillContext, rois: Tensor) -> Tensor:
+        """The teacher's class logits (``R x (C + 1)``, background last) of ``rois`` (``R x 5``, image index
+        first), as it scores its own proposals at test time, without gradient."""
+        raise ConfigError(f'{self.name} has no RoI head to classify boxes')
 
     def student_recorders(self) -> Dict[str, str]:
         return {}
@@ -244,6 +255,8 @@ class TwoStageFamily(AnchorDeltaFamily):
     """Faster R-CNN style: RPN as the dense head, plus the RoI head's classification of sampled RoIs."""
     name = 'faster_rcnn'
     head_types = (RPNHead,)
+    dense_scores = 'objectness'
+    classifies_rois = True
     cross_problem = ('a two-stage detector has no layered dense head to cross into: its RPN is one conv before '
                      'the predictors and its RoI head classifies pooled RoI features')
     _EXTRACTOR, _BBOX_HEAD = 'searched.bbox_roi_extractor', 'searched.bbox_head'
@@ -268,23 +281,50 @@ class TwoStageFamily(AnchorDeltaFamily):
             starts = torch.cumsum(counts, 0) - counts
             keep = (torch.arange(len(rois), device=rois.device) - starts[image]) < max_per_image
             rois, student_cls = rois[keep], student_cls[keep]
+        return student_cls, ctx.teacher_family.roi_class_logits(ctx, rois)
+
+    def roi_class_logits(self, ctx: DistillContext, rois: Tensor) -> Tensor:
         roi_head = ctx.teacher.roi_head
         with torch.no_grad():
             extractor = roi_head.bbox_roi_extractor
-            feats = extractor(tuple(ctx.teacher_feats[:extractor.num_inputs]), rois)
+            feats = extractor(tuple(ctx.all_teacher_feats[:extractor.num_inputs]), rois)
             if getattr(roi_head, 'with_shared_head', False):
                 feats = roi_head.shared_head(feats)
-            teacher_cls = roi_head.bbox_head(feats)[0]
-        return student_cls, teacher_cls
+            return roi_head.bbox_head(feats)[0]
+
+
+class CascadeFamily(TwoStageFamily):
+    """Cascade R-CNN (``CascadeRoIHead``, per-stage RoI extractors and box heads). As a teacher, its RoI
+    classification is MMDetection's test-time score: the mean of the stages' logits, each later stage seeing the
+    RoIs its predecessor refined (``CascadeRoIHead._refine_roi``); its softmax is the class score."""
+    name = 'cascade_rcnn'
+
+    def student_recorders(self) -> Dict[str, str]:
+        # a cascade student's RoI heads are per-stage module lists: only its RPN responses are distilled
+        return {}
+
+    def roi_class_logits(self, ctx: DistillContext, rois: Tensor) -> Tensor:
+        roi_head = ctx.teacher.roi_head
+        # _refine_roi splits the RoIs per image in order: sort them by image (stably), restore the order after
+        order = torch.argsort(rois[:, 0], stable=True)
+        counts = torch.bincount(rois[:, 0].long(), minlength=len(ctx.data_samples)).tolist()
+        metas = [sample.metainfo for sample in ctx.data_samples]
+        with torch.no_grad():
+            _, scores, _ = roi_head._refine_roi(tuple(ctx.all_teacher_feats), rois[order], metas, counts)
+        logits = torch.empty_like(torch.cat(scores))
+        logits[order] = torch.cat(scores)
+        return logits
 
 
 FAMILIES: Dict[str, DetectorFamily] = {f.name: f for f in (
-    RetinaNetFamily(), FCOSFamily(), GFLFamily(), RepPointsFamily(), TwoStageFamily())}
+    RetinaNetFamily(), FCOSFamily(), GFLFamily(), RepPointsFamily(), TwoStageFamily(), CascadeFamily())}
 
 
 def family_of(detector: nn.Module) -> DetectorFamily:
     """The family of a detector, from its dense head's type (most specific class first)."""
     head = getattr(detector, dense_head_name(detector))
+    if isinstance(getattr(detector, 'roi_head', None), CascadeRoIHead):
+        return FAMILIES['cascade_rcnn']
     for family in (FAMILIES['gfl'], FAMILIES['retinanet'], FAMILIES['fcos'], FAMILIES['reppoints'],
                    FAMILIES['faster_rcnn']):
         if isinstance(head, family.head_types):

@@ -13,17 +13,25 @@ every pair and sums them (one sum per part, as the reference release summed one 
   the FPN rule picks from its size, batched per level. The cascade runs on the ``K x C x S x S``
   RoI features (the release ran it on the whole map, then pooled);
 * ``logits``: the dense head's classification maps through a sigmoid (two-stage: RPN objectness, plus the RoI
-  head's classification of the sampled RoIs through a softmax, teacher evaluated on the student's RoIs);
+  head's classification of the sampled RoIs through a softmax, teacher evaluated on the student's RoIs; a Cascade
+  R-CNN teacher scores them as at test time, softmax of the mean of its stages' logits). Heterogeneous pairs
+  (``dense_pairs.py``): class maps compared at levels of equal stride, reduced per position where the prior
+  counts differ (option ``prior_reduce``); a two-stage teacher of a one-stage student classifies the student's
+  most confident boxes with its RoI head; a one-stage teacher of a two-stage student serves no logits;
 * ``localization`` (absent from the release): the dense head's regression decoded to boxes with the head's
   own coder at its anchors/points, on positions where the teacher's max class score exceeds ``score_thr``
   (at least ``min_positions``, by teacher score); boxes are in units of the position's stride (so L1 is
   comparable across levels; IoU/GIoU are scale-free). GFL offers ``kl`` on its box-side distributions;
+  heterogeneous one-stage pairs compare boxes at matching positions (``dense_pairs.py``), while a two-stage
+  detector's dense boxes are RPN proposals, never compared with a one-stage detector's detections;
 * ``cross_head`` (CrossKD): the class maps of the student's head crossed into the teacher's head at the input
   parameter ``cross_index`` (``cross_head.py``) through a sigmoid, against the teacher's own; dense heads with
   stacked-conv towers only (GFL, RetinaNet, FCOS), the reason otherwise in ``DetectorFamily.cross_problem``.
 
 Where each detector family keeps those tensors (dense head, class maps, boxes, targets, head towers) is
-``families.py``; this module only says what each input takes (recorders vs. connectors, as in mmrazor).
+``families.py``; this module only says what each input takes (recorders vs. connectors, as in mmrazor). The
+student's outputs are read with ``family`` (the student's), the teacher's with ``ctx.teacher_family``; each
+input says which (teacher, student) family pairs it serves (``pair_problem``).
 """
 from __future__ import annotations
 
@@ -37,6 +45,7 @@ from torch import Tensor
 
 from .context import DistillContext, dense_head_name
 from .cross_head import crossed_outputs, recorder_points, resolve_cross_index
+from .dense_pairs import aligned_dense_boxes, class_probability_pairs, teacher_classified_boxes
 from .errors import ConfigError
 from .families import DetectorFamily
 from .masks import fg_bg_masks_levels
@@ -86,6 +95,12 @@ class KnowledgeInput:
         """Why this input cannot serve the family, or None."""
         return None
 
+    @classmethod
+    def pair_problem(cls, teacher: DetectorFamily, student: DetectorFamily) -> Optional[str]:
+        """Why this input cannot serve a teacher of family ``teacher`` and a student of family ``student``, or None
+        (feature inputs serve every pair; by default an input needs only the student's family)."""
+        return cls.family_problem(student)
+
 
 class GlobalFeatures(KnowledgeInput):
     name = 'global'
@@ -119,6 +134,8 @@ class ForegroundBackgroundFeatures(KnowledgeInput):
 
 def feature_strides(ctx: DistillContext) -> List[float]:
     """Stride of each FPN level: the dense head's prior strides, else from the padded input size."""
+    if ctx.level_strides is not None:   # the distiller's level pairs
+        return list(ctx.level_strides)
     head = getattr(ctx.student, dense_head_name(ctx.student), None)
     strides = getattr(getattr(head, 'prior_generator', None), 'strides', None)
     if strides is not None and len(strides) >= len(ctx.teacher_feats):
@@ -165,16 +182,29 @@ class LogitsResponse(KnowledgeInput):
 
     def student_recorders(self, student, family):
         return family.student_recorders()
-    # Two-stage: RoI classification on at most this many sampled RoIs per image (positives first); None = all.
-    defaults = {'max_rois_per_image': 32}
+    # RoI classification on at most this many RoIs per image (None = all): a two-stage student's sampled RoIs
+    # (positives first), a one-stage student's most confident boxes (two-stage teacher).
+    # prior_reduce: how a position's priors are reduced where the two heads have different prior counts.
+    defaults = {'max_rois_per_image': 32, 'prior_reduce': 'max'}
+
+    @classmethod
+    def pair_problem(cls, teacher, student):
+        if teacher.dense_scores == student.dense_scores or teacher.classifies_rois:
+            return None
+        return (f'a one-stage {teacher.name} teacher has no RoI head to classify the student\'s RoIs, and its class '
+                f'maps score classes where the {student.name} RPN scores objectness')
 
     def parts(self, ctx, family, distance):
-        s_maps = family.class_maps(ctx.student_head_outputs)
-        t_maps = family.class_maps(ctx.teacher_head_outputs)
-        pairs = [(s.sigmoid(), t.sigmoid()) for s, t in zip(s_maps, t_maps)]
-        roi = family.roi_logits(ctx, self.options['max_rois_per_image'])
-        if roi is not None:
-            pairs.append((F.softmax(roi[0], -1), F.softmax(roi[1], -1)))
+        teacher_family = ctx.teacher_family
+        pairs = []
+        if family.dense_scores == teacher_family.dense_scores:
+            pairs = class_probability_pairs(ctx, family, teacher_family, self.options['prior_reduce'])
+        if family.classifies_rois:
+            roi = family.roi_logits(ctx, self.options['max_rois_per_image'])
+            if roi is not None:
+                pairs.append((F.softmax(roi[0], -1), F.softmax(roi[1], -1)))
+        elif teacher_family.classifies_rois:
+            pairs.append(teacher_classified_boxes(ctx, family, teacher_family, self.options['max_rois_per_image']))
         return [Part('logits', pairs)]
 
 
@@ -182,17 +212,28 @@ class LocalizationResponse(KnowledgeInput):
     name = 'localization'
     defaults = {'score_thr': 0.5, 'min_positions': 16}
 
+    @classmethod
+    def pair_problem(cls, teacher, student):
+        if teacher.dense_scores == student.dense_scores:
+            return None
+        two_stage, one_stage = (teacher, student) if teacher.dense_scores == 'objectness' else (student, teacher)
+        return (f'the {two_stage.name} dense boxes are class-agnostic RPN proposals, not detections like the '
+                f'{one_stage.name} boxes: no position-wise box to compare')
+
     def parts(self, ctx, family, distance):
-        if distance == 'kl' and not family.has_distributions:
-            raise ConfigError(f'localization distance "kl" needs a head with box distributions (GFL); '
-                              f'{family.name} has none: use l1, smooth_l1, iou or giou')
+        teacher_family = ctx.teacher_family
+        for side in dict.fromkeys((family, teacher_family)):   # each family once, student first
+            if distance == 'kl' and not side.has_distributions:
+                raise ConfigError(f'localization distance "kl" needs a head with box distributions (GFL); '
+                                  f'{side.name} has none: use l1, smooth_l1, iou or giou')
         s_head = family.dense_head(ctx.student)
-        t_head = family.dense_head(ctx.teacher)
+        t_head = teacher_family.dense_head(ctx.teacher)
         student = family.dense_boxes(s_head, ctx.student_head_outputs)
         def decode_teacher():
             with torch.no_grad():
-                return family.dense_boxes(t_head, ctx.teacher_head_outputs)
+                return teacher_family.dense_boxes(t_head, ctx.teacher_head_outputs)
         teacher = ctx.cached('teacher_dense_boxes', decode_teacher)
+        student, teacher = aligned_dense_boxes(ctx, family, teacher_family, student, teacher)
         chosen = self.confident_positions(teacher.scores)
         if distance == 'kl':
             pair = (student.distributions[chosen].reshape(-1, student.distributions.shape[-1]),
@@ -230,6 +271,13 @@ class CrossHeadResponse(KnowledgeInput):
     @classmethod
     def family_problem(cls, family):
         return family.cross_problem
+
+    @classmethod
+    def pair_problem(cls, teacher, student):
+        if teacher.name != student.name:
+            return (f'CrossKD runs the student\'s head towers through the teacher\'s head of the same kind; a '
+                    f'{teacher.name} head and a {student.name} head differ')
+        return cls.family_problem(student)
 
     def parts(self, ctx, family, distance):
         crossed, teacher = crossed_outputs(ctx, family, self._index(ctx.student, ctx.teacher, family))

@@ -184,7 +184,7 @@ class SearchedDistillLoss(nn.Module):
             raise ConfigError(f'SearchedDistillLoss.input_options: unknown input(s) {sorted(unknown)}')
         self.terms = nn.ModuleDict({t.input: SearchedTerm(t, input_options.get(t.input))
                                     for t in self.genome.active_terms})
-        self._family: Optional[DetectorFamily] = None
+        self._family: Optional[DetectorFamily] = None   # the student's, once the pair is checked
 
     def bind_features(self, channels: int, num_levels: int) -> None:
         """Called by the distiller once it knows the (teacher) feature channels and the number of levels: ops
@@ -196,22 +196,28 @@ class SearchedDistillLoss(nn.Module):
         """Student submodules whose calls the distiller must record (two-stage RoI logits, crossed head towers)."""
         if not any(term.knowledge.uses_recorders for term in self.terms.values()):
             return {}
-        family = self._check_family(family_of(student))
+        family = self._family or self._check_pair(family_of(student), family_of(student))   # teacher unknown here
         recorders: Dict[str, str] = {}
         for term in self.terms.values():
             recorders.update(term.knowledge.student_recorders(student, family))
         return recorders
 
-    def _check_family(self, family: DetectorFamily) -> DetectorFamily:
+    def bind_detectors(self, student: nn.Module, teacher: nn.Module) -> None:
+        """Check, when the distiller is built, that every term serves this (teacher, student) family pair."""
+        self._family = self._check_pair(family_of(teacher), family_of(student))
+
+    def _check_pair(self, teacher: DetectorFamily, student: DetectorFamily) -> DetectorFamily:
+        """The student's family, once every term is known to serve the pair."""
+        pair = student.name if teacher is student else f'the pair {teacher.name} -> {student.name}'
         for term in self.terms.values():
-            problem = type(term.knowledge).family_problem(family)
+            problem = type(term.knowledge).pair_problem(teacher, student)
             if problem:
-                raise ConfigError(f'genome term {term.term.input!r} is not defined for {family.name}: {problem}')
-        return family
+                raise ConfigError(f'genome term {term.term.input!r} is not defined for {pair}: {problem}')
+        return student
 
     def forward(self, ctx: DistillContext) -> Dict[str, Tensor]:
         if self._family is None:
-            self._family = self._check_family(family_of(ctx.student))
+            self._family = self._check_pair(ctx.teacher_family, ctx.student_family)
         losses: Dict[str, Tensor] = {}
         for term in self.terms.values():
             losses.update(term(ctx, self._family))

@@ -11,7 +11,7 @@ import difflib
 import hashlib
 import os.path as osp
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from distill_core.errors import ConfigError
 
@@ -24,7 +24,7 @@ SCHEDULER_KEYS = {'type', 'grace_period', 'reduction_factor'}
 
 # Detector families the search space distinguishes (family-specific distances such as GFL's box KL).
 FAMILY_OF_TYPE = {'RetinaNet': 'retinanet', 'FCOS': 'fcos', 'GFL': 'gfl', 'RepPointsDetector': 'reppoints',
-                  'FasterRCNN': 'faster_rcnn'}
+                  'FasterRCNN': 'faster_rcnn', 'CascadeRCNN': 'cascade_rcnn'}
 
 
 def _unknown(section: str, given: Mapping, known, source: str) -> None:
@@ -56,11 +56,22 @@ class SearchConfig:
         return hashlib.sha256(self.space_text.encode()).hexdigest()[:16]
 
     def family(self) -> Optional[str]:
+        """The student's detector family (None: a detector type the space does not know)."""
+        return self._family_of('student')
+
+    def teacher_family(self) -> Optional[str]:
+        return self._family_of('teacher')
+
+    def families(self) -> Tuple[Optional[str], Optional[str]]:
+        """(teacher family, student family): what the space offers depends on both (heterogeneous pairs)."""
+        return self.teacher_family(), self.family()
+
+    def _family_of(self, role: str) -> Optional[str]:
         from distill_core.model_config import resolve_model_config
-        student = self.raw['student']['config']
-        path = student if not isinstance(student, str) or osp.isabs(student) or student.startswith('mmdet::') \
-            else osp.join(self.base_dir, student)
-        return FAMILY_OF_TYPE.get(resolve_model_config(path, 'student').get('type'))
+        config = self.raw[role]['config']
+        path = config if not isinstance(config, str) or osp.isabs(config) or config.startswith('mmdet::') \
+            else osp.join(self.base_dir, config)
+        return FAMILY_OF_TYPE.get(resolve_model_config(path, role).get('type'))
 
 
 def load_search_config(path: str, base_dir: Optional[str] = None) -> SearchConfig:

@@ -124,13 +124,17 @@ class Launch:
         space = self.space = Space.from_file(self.cfg.space_path)
         from distill_core.genome import TrainingStrategy
         proxy_strategy = TrainingStrategy(bool((self.cfg.raw.get('proxy') or {}).get('inherit_neck_head', False)))
-        stage1, stage2 = build_ops(space, self.plan.stage1_inputs or None, self.cfg.family(),
+        families = self.cfg.families()
+        dropped = space.dropped_inputs(families)
+        if dropped:   # one line; a stage-1 input forced by the config that the pair cannot serve fails in build_ops
+            self.log('[search] ' + '; '.join(dropped.values()))
+        stage1, stage2 = build_ops(space, self.plan.stage1_inputs or None, families,
                                    default_strategy=proxy_strategy)
         records = st.replay_records(study)
         for record in records:   # stored genomes must still be valid in today's space
             if record.genome and not record.interrupted:
                 from distill_core import Genome
-                space.validate(Genome.from_json(record.genome), self.cfg.family())
+                space.validate(Genome.from_json(record.genome), families)
         return Evolution.replay(records, self.plan, stage1, stage2)
 
     # ------------------------------------------------------------------ run
@@ -290,7 +294,7 @@ class Launch:
 
         from workers.group_size import first_published_genome, probe_group_size
         resources = self.cfg.resources
-        genome = first_published_genome(self.space, self.cfg.family())
+        genome = first_published_genome(self.space, self.cfg.families())
         probe = ray.remote(num_cpus=resources['cpus_per_trial'], num_gpus=resources['gpus_per_trial'])(
             probe_group_size)
         try:

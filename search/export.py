@@ -183,6 +183,9 @@ def build_training_config(search_raw: Mapping[str, Any], distill_losses: List[Ma
         'inherit_neck_head': strategy.inherit_neck_head,
         'distill_losses': [_plain(dict(entry)) for entry in distill_losses],
     }
+    level_pairing = (search_raw.get('proxy') or {}).get('level_pairing', 'stride')
+    if level_pairing != 'stride':   # the FPN level pairs the proxies were trained with (the default is implicit)
+        cfg['model']['level_pairing'] = level_pairing
     if not strategy.constant_weight:   # warm-up and decay are fractions of whatever schedule trains it
         cfg['model']['distill_schedule'] = {'warmup': strategy.warmup, 'decay': strategy.decay}
     data = search_raw.get('data') or {}

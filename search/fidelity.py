@@ -62,7 +62,7 @@ def build_panel(cfg, size: int, seed: int = 0) -> List[Member]:
     from .space import Space
     if size < 2:
         raise ConfigError(f'--panel must be at least 2, got {size}')
-    family = cfg.family()
+    family, families = cfg.family(), cfg.families()
     members: List[Member] = []
     specs = baseline_specs(cfg.raw, cfg.source) if cfg.raw.get('baselines') is not None else {'none': None}
     for name in sorted(specs, key=lambda n: n != 'none'):   # the student alone first
@@ -70,9 +70,10 @@ def build_panel(cfg, size: int, seed: int = 0) -> List[Member]:
     space = Space.from_file(cfg.space_path)
     seen = set()
     for pair, genome in sorted(space.published.items()):
-        if family is None or not pair.startswith(f'{family}_'):
-            continue
-        space.validate(genome, family)
+        if family is None or not pair.startswith(f'{family}_') or \
+                any(space.input_problem(t.input, families) for t in genome.active_terms):
+            continue   # another family's genome, or an input the (heterogeneous) pair cannot serve
+        space.validate(genome, families)
         seen.add(genome.key())
         members.append(Member(name=f'detkds_{pair}', kind='published', genome=genome.to_json(),
                               formula=genome.formula()))
@@ -83,7 +84,7 @@ def build_panel(cfg, size: int, seed: int = 0) -> List[Member]:
         attempts += 1
         if attempts > 1000 * size:
             raise ConfigError(f'{cfg.source}: cannot draw {size} distinct panel members from the space')
-        genome = space.sample_genome(rng, inputs, stage=1, family=family)
+        genome = space.sample_genome(rng, inputs, stage=1, family=families)
         if genome.key() in seen:
             continue
         seen.add(genome.key())

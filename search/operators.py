@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from distill_core.errors import ConfigError
 from distill_core.genome import Genome, OpSpec, Term, TrainingStrategy, op_defaults
-from search.space import Space
+from search.space import Family, Space
 
 MAX_REDRAWS = 50
 
@@ -77,7 +77,7 @@ class _KeyCache:
 class Stage1Ops(_KeyCache):
     """Formulation search of one knowledge input (a genome with exactly that one enabled term)."""
 
-    def __init__(self, space: Space, input: str, family: Optional[str] = None):
+    def __init__(self, space: Space, input: str, family: Family = None):
         super().__init__()
         if input not in space.inputs:
             raise ConfigError(f'{space.source}: knowledge input {input!r} is not in the search space '
@@ -379,7 +379,7 @@ class Stage2Ops(_KeyCache):
         return list(seeds.values())
 
 
-def build_ops(space: Space, inputs: Optional[Sequence[str]] = None, family: Optional[str] = None,
+def build_ops(space: Space, inputs: Optional[Sequence[str]] = None, family: Family = None,
               allow_disable: bool = True, default_strategy: Optional[TrainingStrategy] = None,
               ) -> Tuple[Dict[str, Stage1Ops], Callable[[Mapping[str, Genome]], Stage2Ops]]:
     """The adapters :class:`~search.evolution.Evolution` takes: stage-1 ops per input (the space's order unless

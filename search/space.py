@@ -6,9 +6,11 @@ a bad weight or parameter) raises ``ConfigError`` naming the file and the key.
 
 Sampling draws genomes that are valid by construction: ops from each slot's table, op parameters and the input's
 own parameters (``input_params``, e.g. the cross point of ``cross_head``) from their option lists, only inputs the
-detector family can serve (``cross_head`` needs a dense head with stacked-conv towers), a distance compatible
-with the drawn cascade (e.g. no ``kl`` after ``logsoftmax_*``, no ``ssim`` after a flattening op) and with the
-detector family (``family_only``), and a weight from the stage's options.
+detector family, or the (teacher, student) family pair of a heterogeneous search, can serve
+(``KnowledgeInput.pair_problem``: e.g. ``cross_head`` needs a dense head with stacked-conv towers and one family on
+both sides), a distance compatible with the drawn cascade (e.g. no ``kl`` after ``logsoftmax_*``, no ``ssim`` after
+a flattening op) and with the detector families (``family_only``: both sides), and a weight from the stage's
+options.
 All randomness comes from the ``random.Random`` passed in, so a seeded controller reproduces its proposals.
 """
 from __future__ import annotations
@@ -104,20 +106,26 @@ class Space:
         """Option lists of the input's own searchable parameters (e.g. ``cross_head.cross_index``)."""
         return self.input_params.get(input, {})
 
-    def input_problem(self, input: str, family: Optional[str]) -> Optional[str]:
-        """Why ``input`` is not offered for the detector ``family`` (None: offered, or family unknown)."""
-        if family is None or input not in FAMILY_SCOPED_INPUTS:
+    def input_problem(self, input: str, family: Family) -> Optional[str]:
+        """Why ``input`` is not offered for the detector ``family`` or (teacher, student) family pair (None:
+        offered, or a family unknown)."""
+        teacher, student = family_pair(family)
+        if student is None or (teacher == student and input not in FAMILY_SCOPED_INPUTS):
             return None
-        from distill_core.families import FAMILIES   # heavy imports only for family-scoped inputs
+        from distill_core.families import FAMILIES   # heavy imports only for family-scoped inputs and pairs
         from distill_core.knowledge import INPUTS
-        if family not in FAMILIES:
+        if teacher not in FAMILIES or student not in FAMILIES:
             return None
-        problem = INPUTS[input].family_problem(FAMILIES[family])
-        return f'input {input!r} is not offered for {family}: {problem}' if problem else None
+        problem = INPUTS[input].pair_problem(FAMILIES[teacher], FAMILIES[student])
+        return f'input {input!r} is not offered for {family_label(family)}: {problem}' if problem else None
 
-    def offered_inputs(self, family: Optional[str] = None) -> Tuple[str, ...]:
-        """The space's inputs that the detector family can serve."""
+    def offered_inputs(self, family: Family = None) -> Tuple[str, ...]:
+        """The space's inputs that the detector family (or teacher/student family pair) can serve."""
         return tuple(i for i in self.inputs if self.input_problem(i, family) is None)
+
+    def dropped_inputs(self, family: Family = None) -> Dict[str, str]:
+        """The space's inputs the family (pair) cannot serve, each with the reason."""
+        return {i: problem for i in self.inputs for problem in [self.input_problem(i, family)] if problem}
 
     def weight_options(self, input: str, stage: int = 1) -> Tuple[float, ...]:
         if stage == 1:
@@ -127,7 +135,7 @@ class Space:
         raise ValueError(f'stage must be 1 or 2, got {stage}')
 
     def distances_for(self, input: str, transforms: Sequence[OpSpec] = (),
-                      family: Optional[str] = None) -> Tuple[str, ...]:
+                      family: Family = None) -> Tuple[str, ...]:
         """Distances of the input's group valid after ``transforms`` and for ``family`` (None: any family)."""
         group = KNOWLEDGE_INPUTS[input]
         names = {op.name for op in transforms}
@@ -136,7 +144,7 @@ class Space:
             if names & DISTANCES.get(name).incompatible_after:
                 continue
             families = self.family_only.get(group, {}).get(name)
-            if families is not None and (family is None or family not in families):
+            if families is not None and (family is None or not _within(family, families)):
                 continue
             allowed.append(name)
         return tuple(allowed)
@@ -157,7 +165,7 @@ class Space:
         return tuple(self.sample_params(rng.choice(table), rng) for table in self.slot_tables(input))
 
     def sample_distance(self, input: str, transforms: Sequence[OpSpec], rng: random.Random,
-                        family: Optional[str] = None) -> Optional[OpSpec]:
+                        family: Family = None) -> Optional[OpSpec]:
         allowed = self.distances_for(input, transforms, family)
         return self.sample_params(rng.choice(allowed), rng) if allowed else None
 
@@ -168,7 +176,7 @@ class Space:
         return tuple((k, rng.choice(v)) for k, v in sorted(self.input_param_options(input).items()))
 
     def sample_term(self, input: str, rng: random.Random, stage: int = 1,
-                    family: Optional[str] = None) -> Term:
+                    family: Family = None) -> Term:
         if input not in self.inputs:
             raise ConfigError(f'{self.source}: input {input!r} is not in this space (inputs: {list(self.inputs)})')
         problem = self.input_problem(input, family)
@@ -184,7 +192,7 @@ class Space:
                           f'(family {family!r}): check groups.{KNOWLEDGE_INPUTS[input]}.distances')
 
     def sample_genome(self, rng: random.Random, inputs: Optional[Sequence[str]] = None, stage: int = 1,
-                      family: Optional[str] = None) -> Genome:
+                      family: Family = None) -> Genome:
         return Genome(tuple(self.sample_term(i, rng, stage, family) for i in (inputs or self.offered_inputs(family))))
 
     def published_terms(self, input: str) -> List[Term]:
@@ -215,7 +223,7 @@ class Space:
         return None
 
     # ------------------------------------------------------------------ validation
-    def term_problem(self, term: Term, family: Optional[str] = None) -> Optional[str]:
+    def term_problem(self, term: Term, family: Family = None) -> Optional[str]:
         """Why ``term`` is not in this space, or None."""
         if term.input not in self.inputs:
             return f'input {term.input!r} is not searched in this space'
@@ -242,7 +250,7 @@ class Space:
         if bad_after:
             return f'{term.input}: distance {term.distance.name!r} is ill-posed after {sorted(bad_after)}'
         families = self.family_only.get(group, {}).get(term.distance.name)
-        if families is not None and family is not None and family not in families:
+        if families is not None and family is not None and not _within(family, families):
             return f'{term.input}: distance {term.distance.name!r} needs a detector family in {list(families)}'
         return None
 
@@ -263,7 +271,7 @@ class Space:
         return [TrainingStrategy(**dict(zip(STRATEGY_GENES, values)))
                 for values in itertools.product(*(self.strategy[gene] for gene in STRATEGY_GENES))]
 
-    def validate(self, genome: Genome, family: Optional[str] = None) -> Genome:
+    def validate(self, genome: Genome, family: Family = None) -> Genome:
         for term in genome.terms:
             problem = self.term_problem(term, family)
             if problem:
@@ -272,6 +280,28 @@ class Space:
         if problem:
             raise ConfigError(f'genome not in the space of {self.source}: {problem}')
         return genome
+
+
+# A detector family name, a (teacher family, student family) pair of a heterogeneous search, or None (unknown).
+Family = Union[None, str, Tuple[str, str]]
+
+
+def family_pair(family: Family) -> Tuple[Optional[str], Optional[str]]:
+    """(teacher family, student family): a single family stands for a homogeneous pair."""
+    if family is None or isinstance(family, str):
+        return family, family
+    teacher, student = family
+    return teacher, student
+
+
+def family_label(family: Family) -> str:
+    teacher, student = family_pair(family)
+    return str(student) if teacher == student else f'{teacher} -> {student}'
+
+
+def _within(family: Family, families: Sequence[str]) -> bool:
+    """Whether both sides of the pair are among ``families`` (family-only distances compare both heads)."""
+    return all(side is None or side in families for side in family_pair(family))
 
 
 def _distinct_terms(genomes, input: str) -> List[Term]:

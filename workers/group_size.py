@@ -34,7 +34,7 @@ def group_size_from_memory(free_bytes: float, shared_bytes: float, per_student_b
     return int(min(max(math.floor(budget / per_student_bytes), 1), max_k))
 
 
-def first_published_genome(space, family: Optional[str]):
+def first_published_genome(space, family):
     """The first published formulation of the space valid for the student's family (its losses' memory is
     part of a student's cost), or None (the student alone) when none is."""
     from distill_core.errors import ConfigError

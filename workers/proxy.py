@@ -97,6 +97,7 @@ def build_distiller(search_cfg: Mapping, genome, settings: ProxySettings, base_d
         student=dict(config=resolve_path(search_cfg['student']['config'], base_dir)),
         inherit_neck_head=strategy.inherit_neck_head,
         distill_schedule=dict(warmup=strategy.warmup, decay=strategy.decay),
+        level_pairing=settings.level_pairing,
         distill_losses=distill_losses_for(genome) + [dict(loss) for loss in distill_losses or ()])
     from distill_core.pretrained_backbone import relative_to
     with relative_to(base_dir):   # a relative pretrained-backbone path names a file under the search's folder

@@ -276,7 +276,7 @@ class GlobalKDSoftLabelLoss(_PrototypeStore):
         roi_head = ctx.teacher.roi_head
         with torch.no_grad():
             extractor = roi_head.bbox_roi_extractor
-            feats_t = extractor(tuple(ctx.teacher_feats[:extractor.num_inputs]), pos['rois'])
+            feats_t = extractor(tuple(ctx.all_teacher_feats[:extractor.num_inputs]), pos['rois'])
             logits_t = roi_head.bbox_head(feats_t)[0]
             if self.use_robust_weights and bool(self.proto_valid.any()):
                 levels = extractor.map_roi_levels(pos['rois'], extractor.num_inputs)
