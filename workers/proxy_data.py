@@ -18,6 +18,8 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from distill_core.errors import ConfigError, DataError
+from distill_core.model_config import pipeline_loads_masks
+from distill_core.shapes import require_instance_masks
 from workers.settings import ProxySettings, proxy_data_root, resolve_path
 from workers.proxy_eval import quiet_stdout
 
@@ -94,6 +96,8 @@ class ProxyData:
         if not osp.isfile(ann_file):
             raise DataError(f'proxy: training annotation file not found: {ann_file} (generate the demo data '
                             'with `detkds-search data shapes`, or set data.generate_shapes in the search config)')
+        if pipeline_loads_masks(train_cfg.get('pipeline')):
+            require_instance_masks(ann_file)
         self.ann_file = ann_file
         self.dataset_cfg = train_cfg
 
