@@ -80,3 +80,9 @@ def config_loads_masks(config_path: str) -> bool:
     return any(pipeline_loads_masks(innermost_dataset(cfg[key]['dataset']).get('pipeline'))
                for key in ('train_dataloader', 'val_dataloader', 'test_dataloader')
                if cfg.get(key) and 'dataset' in cfg[key])
+
+
+def has_mask_head(model: Mapping) -> bool:
+    """Whether a detector's model config predicts instance masks (a RoI mask head, or a one-stage mask head)."""
+    roi_head = model.get('roi_head') or {}
+    return bool(roi_head.get('mask_head') or model.get('mask_head'))

@@ -27,7 +27,8 @@ GENERATE_KEYS = {'out', 'num_train', 'num_val', 'size', 'seed'}
 REJECT_KEYS = {'check_iterations', 'max_loss'}
 PROXY_KEYS = {'train_images', 'val_images', 'subset_seed', 'iterations', 'batch_size', 'val_batch_size',
               'optimizer', 'grad_clip', 'inherit_neck_head', 'report_interval', 'eval_interval', 'reject',
-              'num_workers', 'amp', 'teacher_cache', 'teacher_cache_max_gb'}
+              'num_workers', 'amp', 'teacher_cache', 'teacher_cache_max_gb', 'metric'}
+PROXY_METRICS = ('bbox', 'segm')   # the fitness: box AP, or mask AP (a student with a mask head)
 
 
 def resolve_path(path: str, base_dir: str) -> str:
@@ -63,6 +64,7 @@ class ProxySettings:
     amp: bool = True                               # bfloat16 autocast when the trial runs on a GPU (never on CPU)
     teacher_cache: Union[str, bool] = 'auto'       # teacher features of the proxy subset memory-mapped
     teacher_cache_max_gb: float = 4.0              # (workers/teacher_cache.py): 'auto' where it pays, True, False
+    metric: str = 'bbox'                           # fitness AP: 'bbox' or 'segm' (mask AP, a mask-head student)
 
     @property
     def eval_batch_size(self) -> int:
@@ -220,6 +222,8 @@ def check_search_config(search_cfg: Mapping, source: str = DEFAULT_SOURCE) -> Pr
     for name in ('inherit_neck_head', 'amp'):
         if not isinstance(proxy.get(name, False), bool):
             check.fail(f'proxy.{name}', f'expected True or False, got {proxy[name]!r}')
+    if proxy.get('metric', 'bbox') not in PROXY_METRICS:
+        check.fail('proxy.metric', f'expected one of {", ".join(PROXY_METRICS)}, got {proxy["metric"]!r}')
     teacher_cache = proxy.get('teacher_cache', 'auto')
     if not (teacher_cache == 'auto' or isinstance(teacher_cache, bool)):
         check.fail('proxy.teacher_cache', f'expected "auto", True or False, got {teacher_cache!r}')
