@@ -126,6 +126,16 @@ class DetectorFamily:
         """The head's outputs at one level from its towers' outputs (``forward_single`` after the towers)."""
         raise NotImplementedError
 
+    # ---------------------------------------------------------------- the RoI mask head (Mask R-CNN)
+    # Why the family has no RoI mask head to distil, or None (``MaskRCNNFamily``).
+    mask_problem: Optional[str] = 'it has no RoI mask head'
+
+    def mask_recorders(self) -> Dict[str, str]:
+        return {}
+
+    def roi_mask_logits(self, ctx: DistillContext) -> Optional[Tuple[Tensor, Tensor]]:
+        raise ConfigError(f'{self.name}: {self.mask_problem}')
+
 
 class AnchorDeltaFamily(DetectorFamily):
     """Anchor grid + DeltaXYWH coder (RetinaNet; the RPN of two-stage detectors)."""
@@ -316,8 +326,43 @@ class CascadeFamily(TwoStageFamily):
         return logits
 
 
+class MaskRCNNFamily(TwoStageFamily):
+    """Mask R-CNN: the two-stage family plus the RoI mask head (``StandardRoIHead`` with ``mask_head``), whose
+    logits on the student's positive RoIs the ``mask`` knowledge input distils."""
+    name = 'mask_rcnn'
+    mask_problem = None
+    _MASK_EXTRACTOR, _MASK_HEAD = 'searched.mask_roi_extractor', 'searched.mask_head'
+
+    def mask_recorders(self) -> Dict[str, str]:
+        return {self._MASK_EXTRACTOR: 'roi_head.mask_roi_extractor', self._MASK_HEAD: 'roi_head.mask_head'}
+
+    def roi_mask_logits(self, ctx: DistillContext) -> Optional[Tuple[Tensor, Tensor]]:
+        """Mask logits ``N_pos x C x S x S`` of the student's mask head on its own positive RoIs (from its loss
+        forward) and of the frozen teacher's mask head on the SAME RoIs pooled from the teacher's features; None
+        when the step had no positive RoI (the student's mask head did not run)."""
+        if getattr(ctx.student.roi_head, 'share_roi_extractor', False):
+            raise ConfigError(f'{self.name}: the mask input needs a student with its own mask_roi_extractor')
+        extractor_call = ctx.recorded_call(self._MASK_EXTRACTOR)
+        head_call = ctx.recorded_call(self._MASK_HEAD)
+        if extractor_call is None or head_call is None:
+            return None
+        rois = extractor_call[0][1].detach()
+        roi_head = getattr(ctx.teacher, 'roi_head', None)
+        if not getattr(roi_head, 'with_mask', False):
+            raise ConfigError(f'the mask input needs a teacher with a RoI mask head; {type(ctx.teacher).__name__} '
+                              'has none')
+        with torch.no_grad():
+            extractor = roi_head.bbox_roi_extractor if roi_head.share_roi_extractor else roi_head.mask_roi_extractor
+            feats = extractor(tuple(ctx.all_teacher_feats[:extractor.num_inputs]), rois)
+            if getattr(roi_head, 'with_shared_head', False):
+                feats = roi_head.shared_head(feats)
+            teacher_logits = roi_head.mask_head(feats)
+        return head_call[1], teacher_logits
+
+
 FAMILIES: Dict[str, DetectorFamily] = {f.name: f for f in (
-    RetinaNetFamily(), FCOSFamily(), GFLFamily(), RepPointsFamily(), TwoStageFamily(), CascadeFamily())}
+    RetinaNetFamily(), FCOSFamily(), GFLFamily(), RepPointsFamily(), TwoStageFamily(), CascadeFamily(),
+    MaskRCNNFamily())}
 
 
 def family_of(detector: nn.Module) -> DetectorFamily:
@@ -330,6 +375,8 @@ def family_of(detector: nn.Module) -> DetectorFamily:
         if isinstance(head, family.head_types):
             if family.name == 'faster_rcnn' and getattr(detector, 'roi_head', None) is None:
                 break
+            if family.name == 'faster_rcnn' and getattr(detector.roi_head, 'with_mask', False):
+                return FAMILIES['mask_rcnn']   # the two-stage detector with a RoI mask head
             return family
     raise ConfigError(f'searched distillation does not know the detector family of {type(detector).__name__} '
                       f'(dense head {type(head).__name__}); known: {sorted(FAMILIES)}')

@@ -31,8 +31,8 @@ from .errors import ConfigError
 from .registry import DISTANCES, TRANSFORMS
 from .transforms import IDENTITY_OPS
 
-# The knowledge inputs and their knowledge group (which decides the ops and distances allowed): DetKDS's five and
-# CrossKD's crossed-head predictions.
+# The knowledge inputs and their knowledge group (which decides the ops and distances allowed): DetKDS's five,
+# CrossKD's crossed-head predictions and the mask head's response.
 KNOWLEDGE_INPUTS: Dict[str, str] = {
     'global': 'feature',
     'fg_bg': 'feature',
@@ -40,6 +40,7 @@ KNOWLEDGE_INPUTS: Dict[str, str] = {
     'logits': 'response',
     'localization': 'localization',
     'cross_head': 'response',
+    'mask': 'response',          # the RoI mask head's per-pixel mask probabilities (Mask R-CNN)
 }
 
 Scalar = Union[str, int, float, bool]
@@ -60,7 +61,7 @@ class InputParam:
 
 # Inputs that some detector families cannot serve (the reason: ``knowledge.INPUTS[name].family_problem``); the
 # search space asks only about these, so that it needs the model-side modules for them alone.
-FAMILY_SCOPED_INPUTS = frozenset({'cross_head'})
+FAMILY_SCOPED_INPUTS = frozenset({'cross_head', 'mask'})
 
 # Searchable parameters of a knowledge input itself (genes of its term, not of an op), with their defaults.
 # cross_head.cross_index: the head-tower position where the student crosses into the teacher's head; "auto" is

@@ -26,7 +26,9 @@ every pair and sums them (one sum per part, as the reference release summed one 
   detector's dense boxes are RPN proposals, never compared with a one-stage detector's detections;
 * ``cross_head`` (CrossKD): the class maps of the student's head crossed into the teacher's head at the input
   parameter ``cross_index`` (``cross_head.py``) through a sigmoid, against the teacher's own; dense heads with
-  stacked-conv towers only (GFL, RetinaNet, FCOS), the reason otherwise in ``DetectorFamily.cross_problem``.
+  stacked-conv towers only (GFL, RetinaNet, FCOS), the reason otherwise in ``DetectorFamily.cross_problem``;
+* ``mask``: the RoI mask head's logits (``N_pos x C x 28 x 28``) through a sigmoid, student on its positive RoIs,
+  teacher evaluated on the same RoIs; mask-head families only (Mask R-CNN), ``DetectorFamily.mask_problem``.
 
 Where each detector family keeps those tensors (dense head, class maps, boxes, targets, head towers) is
 ``families.py``; this module only says what each input takes (recorders vs. connectors, as in mmrazor). The
@@ -285,6 +287,36 @@ class CrossHeadResponse(KnowledgeInput):
         return [Part('cross_head', pairs)]
 
 
+class MaskResponse(KnowledgeInput):
+    """The RoI mask head's response: per-pixel mask probabilities (sigmoid of the ``N_pos x C x 28 x 28`` logits)
+    of the student on its own positive RoIs against the teacher's mask head on the same RoIs (teacher features,
+    student boxes, as the two-stage ``logits`` input does for RoI classification). All C class channels are
+    distilled, not only the GT class's: the teacher's masks for the other classes are its shape prior for that
+    box (dark knowledge, as soft class scores are), and every response transform then has a class axis to act on.
+    Mask-head families only (``DetectorFamily.mask_problem``)."""
+    name = 'mask'
+    uses_recorders = True   # the student's mask RoI extractor (its RoIs) and mask head (its logits)
+
+    def student_recorders(self, student, family):
+        return family.mask_recorders()
+
+    @classmethod
+    def family_problem(cls, family):
+        return family.mask_problem
+
+    @classmethod
+    def pair_problem(cls, teacher, student):
+        problem = student.mask_problem or teacher.mask_problem
+        return None if problem is None else f'{problem} ({teacher.name} teacher, {student.name} student)'
+
+    def parts(self, ctx, family, distance):
+        logits = family.roi_mask_logits(ctx)
+        if logits is None:   # no positive RoI this step: nothing to distil
+            return [Part('mask', [])]
+        student, teacher = logits
+        return [Part('mask', [(student.sigmoid(), teacher.sigmoid())])]
+
+
 INPUTS: Dict[str, type] = {cls.name: cls for cls in (
     GlobalFeatures, ForegroundBackgroundFeatures, InstanceFeatures, LogitsResponse, LocalizationResponse,
-    CrossHeadResponse)}
+    CrossHeadResponse, MaskResponse)}

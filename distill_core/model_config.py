@@ -59,3 +59,30 @@ def build_in_mmdet_scope(model_cfg: Any):
     from . import pretrained_backbone  # noqa: F401  (registers the initialiser the demo backbones name)
     with DefaultScope.overwrite_default_scope('mmdet'):
         return MODELS.build(model_cfg)
+
+
+def pipeline_loads_masks(pipeline: Any) -> bool:
+    """Whether a data pipeline loads instance masks (``LoadAnnotations(with_mask=True)``)."""
+    return any(isinstance(step, Mapping) and step.get('type') in ('LoadAnnotations', 'mmdet.LoadAnnotations')
+               and step.get('with_mask') for step in pipeline or ())
+
+
+def innermost_dataset(dataset: Mapping) -> Mapping:
+    """A dataset config under its wrappers (RepeatDataset, ClassBalancedDataset...)."""
+    while isinstance(dataset, Mapping) and 'dataset' in dataset:
+        dataset = dataset['dataset']
+    return dataset
+
+
+def config_loads_masks(config_path: str) -> bool:
+    """Whether any dataloader of a training config loads instance masks (a Mask R-CNN config)."""
+    cfg = load_config(config_path)
+    return any(pipeline_loads_masks(innermost_dataset(cfg[key]['dataset']).get('pipeline'))
+               for key in ('train_dataloader', 'val_dataloader', 'test_dataloader')
+               if cfg.get(key) and 'dataset' in cfg[key])
+
+
+def has_mask_head(model: Mapping) -> bool:
+    """Whether a detector's model config predicts instance masks (a RoI mask head, or a one-stage mask head)."""
+    roi_head = model.get('roi_head') or {}
+    return bool(roi_head.get('mask_head') or model.get('mask_head'))

@@ -13,6 +13,11 @@ behave like a (very small) detection benchmark:
 
 ``annotation.area`` is the box area ``w * h`` (not the pixel count): the size buckets then follow the boxes.
 
+Every annotation carries an exact instance mask: ``segmentation`` is one COCO polygon tracing the pixel-corner
+outline of the shape's *visible* pixels (``mask_polygon``), so pycocotools rasterises it back to exactly those
+pixels, its shoelace area is their count and it lies inside the box. Masks are derived from the drawing after
+the fact (no random draw), so images and boxes are those of the box-only generator for the same arguments.
+
 Generation is deterministic: the same arguments give byte-identical PNG and JSON files. Train and val draw
 from independent random streams of the same seed. A dataset is written to a temporary folder next to
 ``out_dir`` and renamed into place, so a reader never sees a half-written dataset.
@@ -24,7 +29,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -129,7 +134,7 @@ def _render_image(rng: np.random.Generator, size: int, forced_label: int = -1):
 
     image = image + rng.normal(0.0, rng.uniform(4, 12), size=image.shape).astype(np.float32)
     pixels = np.clip(np.rint(image), 0, 255).astype(np.uint8)
-    objects = [(int(labels[k]), box) for k, box in visible_boxes(masks)]
+    objects = [(int(labels[k]), box, visible) for k, box, visible in visible_objects(masks)]
     return pixels, objects
 
 
@@ -139,6 +144,11 @@ def visible_boxes(masks: List[np.ndarray]) -> List[Tuple[int, List[int]]]:
     Returns ``(index, [x, y, w, h])`` for every mask with at least ``MIN_VISIBLE_FRACTION`` of its pixels
     still visible, the box tight around those visible pixels.
     """
+    return [(k, box) for k, box, _ in visible_objects(masks)]
+
+
+def visible_objects(masks: List[np.ndarray]) -> List[Tuple[int, List[int], np.ndarray]]:
+    """``visible_boxes`` plus each kept shape's visible pixels (boolean HxW): its instance mask."""
     if not masks:
         return []
     stack = np.stack(masks)                                          # K x H x W
@@ -154,8 +164,73 @@ def visible_boxes(masks: List[np.ndarray]) -> List[Tuple[int, List[int]]]:
         rows = np.flatnonzero(visible[k].any(axis=1))
         cols = np.flatnonzero(visible[k].any(axis=0))
         x, y = int(cols[0]), int(rows[0])
-        boxes.append((int(k), [x, y, int(cols[-1]) + 1 - x, int(rows[-1]) + 1 - y]))
+        boxes.append((int(k), [x, y, int(cols[-1]) + 1 - x, int(rows[-1]) + 1 - y], visible[k]))
     return boxes
+
+
+# ---------------------------------------------------------------------------------------------- masks
+def _outline_loops(mask: np.ndarray) -> List[List[Tuple[int, int]]]:
+    """The closed loops of pixel-corner vertices ``(x, y)`` bounding ``mask``: every pixel side between a mask
+    pixel and a non-mask one, walked with the mask on the same side, so outer outlines and hole outlines turn in
+    opposite directions. Collinear vertices are dropped."""
+    padded = np.pad(mask, 1)
+    inside = padded[1:-1, 1:-1]
+    step: Dict[Tuple[int, int], List[Tuple[int, int]]] = {}
+
+    def add(rows, cols, start, end):
+        for r, c in zip(rows.tolist(), cols.tolist()):
+            step.setdefault((c + start[0], r + start[1]), []).append((c + end[0], r + end[1]))
+
+    # the four sides of pixel (r, c), each walked so that the pixel lies on its left (y pointing down)
+    add(*np.nonzero(inside & ~padded[:-2, 1:-1]), (1, 0), (0, 0))   # top side, walked leftwards
+    add(*np.nonzero(inside & ~padded[2:, 1:-1]), (0, 1), (1, 1))    # bottom side, rightwards
+    add(*np.nonzero(inside & ~padded[1:-1, :-2]), (0, 0), (0, 1))   # left side, downwards
+    add(*np.nonzero(inside & ~padded[1:-1, 2:]), (1, 1), (1, 0))    # right side, upwards
+    loops = []
+    for start in sorted(step):           # sorted: the same mask always gives the same polygon
+        while step.get(start):
+            loop, vertex = [start], step[start].pop()
+            while vertex != start:
+                loop.append(vertex)
+                vertex = step[vertex].pop()   # where two loops touch at a corner either way closes a loop
+            loops.append(_drop_collinear(loop))
+    return loops
+
+
+def _drop_collinear(loop: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    n = len(loop)
+    kept = []
+    for i, (x, y) in enumerate(loop):
+        (px, py), (nx, ny) = loop[i - 1], loop[(i + 1) % n]
+        if (x - px) * (ny - y) - (y - py) * (nx - x) != 0:   # a turn: a corner of the outline
+            kept.append((x, y))
+    return kept
+
+
+def mask_polygon(mask: np.ndarray) -> List[float]:
+    """One flat COCO polygon ``[x0, y0, x1, y1, ...]`` whose even-odd fill is exactly ``mask``.
+
+    Every outline loop of the mask (outer outlines of each piece and the outlines of its holes, since occluders
+    punch holes and split shapes) is chained into a single polygon: after each loop the path returns to the
+    first loop's start, so every connecting segment is walked once each way and cancels out in pycocotools'
+    (and mmdet's) even-odd rasterisation, while the loops' own sides toggle exactly the mask's pixels. A plain
+    list of polygons would be rasterised as a union, which cannot express holes.
+    """
+    loops = _outline_loops(mask)
+    if not loops:
+        raise ValueError('mask_polygon: empty mask')
+    anchor = loops[0][0]
+    points = list(loops[0]) + [anchor]
+    for loop in loops[1:]:
+        points += list(loop) + [loop[0], anchor]
+    points.pop()                          # the polygon closes back to the anchor by itself
+    return [float(v) for point in points for v in point]
+
+
+def polygon_area(polygon: Sequence[float]) -> float:
+    """Shoelace area of a flat polygon (absolute value): for ``mask_polygon`` the mask's pixel count."""
+    xs, ys = np.asarray(polygon[0::2], dtype=np.float64), np.asarray(polygon[1::2], dtype=np.float64)
+    return abs(float(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1)))) / 2.0
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -172,9 +247,10 @@ def _write_split(root: str, split: str, num_images: int, size: int, rng: np.rand
         Image.fromarray(pixels).save(os.path.join(img_dir, file_name), format='PNG', compress_level=6)
         image_id = i + 1
         images.append(dict(id=image_id, file_name=file_name, width=size, height=size))
-        for label, bbox in objects:
+        for label, bbox, visible in objects:
             annotations.append(dict(id=len(annotations) + 1, image_id=image_id, category_id=label + 1,
-                                    bbox=bbox, area=bbox[2] * bbox[3], iscrowd=0))
+                                    bbox=bbox, area=bbox[2] * bbox[3], iscrowd=0,
+                                    segmentation=[mask_polygon(visible)]))
     coco = dict(
         info=dict(description=f'detkds-search synthetic shapes ({split})', version='1.0'),
         licenses=[],
@@ -234,6 +310,40 @@ def generate_shapes(out_dir: str, num_train: int = 600, num_val: int = 150, size
                             img_dir=os.path.join(out_dir, split), **stats[split]) for split in SPLITS})
 
 
+def add_instance_masks(root: str, num_train: int = 600, num_val: int = 150, size: int = 128, seed: int = 0) -> None:
+    """Give a shapes dataset generated before masks existed its instance masks, images untouched.
+
+    The dataset is generated again with the same arguments in a temporary folder; when its image list and box
+    annotations equal the existing ones (so the arguments are those it was made with), only the annotation
+    files are swapped in (each atomically). Raises DataError, naming the fix, when they differ.
+    """
+    root = os.path.abspath(root)
+    tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(root)}.masks-', dir=os.path.dirname(root))
+    try:
+        fresh = os.path.join(tmp, 'shapes')
+        generate_shapes(fresh, num_train=num_train, num_val=num_val, size=size, seed=seed)
+        for split in SPLITS:
+            old, new = (_read_json(os.path.join(folder, 'annotations', f'{split}.json')) for folder in (root, fresh))
+            if old['images'] != new['images'] or _box_annotations(old) != _box_annotations(new):
+                raise DataError(f'{root} was not generated with num_train={num_train}, num_val={num_val}, '
+                                f'size={size}, seed={seed}, so its masks cannot be added: regenerate it with '
+                                f'`detkds-search data shapes --out {root} --overwrite` and its own arguments')
+        for split in SPLITS:
+            os.replace(os.path.join(fresh, 'annotations', f'{split}.json'),
+                       os.path.join(root, 'annotations', f'{split}.json'))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _read_json(path: str) -> Dict:
+    with open(path, encoding='utf-8') as f:
+        return json.load(f)
+
+
+def _box_annotations(coco: Dict) -> List[Dict]:
+    return [{k: v for k, v in ann.items() if k != 'segmentation'} for ann in coco['annotations']]
+
+
 def _replace_dir(src: str, dst: str) -> None:
     """Move the finished ``src`` to ``dst``; an existing ``dst`` is swapped out first and removed after."""
     if not os.path.exists(dst):
@@ -275,3 +385,19 @@ def check_coco_dataset(root: str, split: str) -> Dict[str, str]:
     if missing:
         raise DataError(f'annotation file {ann_file} is not COCO format (missing {", ".join(missing)})')
     return dict(ann_file=ann_file, img_dir=img_dir)
+
+
+def annotations_without_masks(ann_file: str) -> int:
+    """How many annotations of a COCO file have no (truthy) ``segmentation``: MMDetection's mask loading raises
+    a bare KeyError on the first one, so mask-head configs check first (``require_instance_masks``)."""
+    return sum(1 for ann in _read_json(ann_file).get('annotations', ()) if not ann.get('segmentation'))
+
+
+def require_instance_masks(ann_file: str) -> None:
+    """Raise DataError (one line, naming the fix) when ``ann_file`` has annotations without instance masks."""
+    missing = annotations_without_masks(ann_file)
+    if missing:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(ann_file)))
+        raise DataError(f'{ann_file}: {missing} annotations have no instance mask (segmentation), which a mask head '
+                        f'needs; a shapes dataset generated before masks existed: regenerate it with `detkds-search '
+                        f'data shapes --out {root} --overwrite` (same images and boxes, with masks)')

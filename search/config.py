@@ -24,7 +24,7 @@ SCHEDULER_KEYS = {'type', 'grace_period', 'reduction_factor'}
 
 # Detector families the search space distinguishes (family-specific distances such as GFL's box KL).
 FAMILY_OF_TYPE = {'RetinaNet': 'retinanet', 'FCOS': 'fcos', 'GFL': 'gfl', 'RepPointsDetector': 'reppoints',
-                  'FasterRCNN': 'faster_rcnn', 'CascadeRCNN': 'cascade_rcnn'}
+                  'FasterRCNN': 'faster_rcnn', 'CascadeRCNN': 'cascade_rcnn', 'MaskRCNN': 'mask_rcnn'}
 
 
 def _unknown(section: str, given: Mapping, known, source: str) -> None:

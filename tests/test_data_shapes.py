@@ -183,3 +183,97 @@ def test_check_coco_dataset(tmp_path):
     assert 'missing annotations' in error(root, 'train')
     (root / 'annotations' / 'train.json').write_text('[1, 2]')
     assert 'not COCO' in error(root, 'train')
+
+
+# ---------------------------------------------------------------------------------------------- instance masks
+def _pixels_and_boxes_digest(root):
+    """sha256 of every image's pixels and every annotation without its mask, in file order."""
+    import hashlib
+    digest = hashlib.sha256()
+    for split in shapes.SPLITS:
+        with open(os.path.join(root, 'annotations', f'{split}.json')) as f:
+            coco = json.load(f)
+        for img in coco['images']:
+            with Image.open(os.path.join(root, split, img['file_name'])) as pic:
+                digest.update(np.asarray(pic).tobytes())
+        digest.update(json.dumps([[a[k] for k in ('id', 'image_id', 'category_id', 'bbox', 'area', 'iscrowd')]
+                                  for a in coco['annotations']]).encode())
+    return digest.hexdigest()
+
+
+def test_masks_leave_images_and_boxes_as_the_box_only_generator_made_them(tmp_path):
+    # digest taken with the generator before masks existed: cached datasets, teachers and benchmarks stay valid
+    generate_shapes(str(tmp_path / 'ds'), num_train=5, num_val=4, size=96, seed=3)
+    assert _pixels_and_boxes_digest(str(tmp_path / 'ds')) == \
+        'dcf607047e01ef729a53c0d724a88217a30154683ba6e09206c6b1adc7d34db6'
+
+
+@pytest.mark.parametrize('split', ['train', 'val'])
+def test_every_annotation_has_an_exact_polygon_inside_its_box(dataset, split):
+    from pycocotools import mask as mask_utils
+    root, _ = dataset
+    coco = COCO(os.path.join(root, 'annotations', f'{split}.json'))
+    anns = coco.loadAnns(coco.getAnnIds())
+    assert anns
+    for ann in anns:
+        (polygon,) = ann['segmentation']
+        assert len(polygon) >= 6 and len(polygon) % 2 == 0            # >= 3 points: mmdet keeps it
+        x, y, w, h = ann['bbox']
+        xs, ys = np.array(polygon[0::2]), np.array(polygon[1::2])
+        assert xs.min() == x and xs.max() == x + w and ys.min() == y and ys.max() == y + h
+        rle = coco.annToRLE(ann)                                       # pycocotools' own rasterisation
+        assert shapes.polygon_area(polygon) == mask_utils.area(rle) > 0
+        assert mask_utils.toBbox(rle).tolist() == ann['bbox']          # the mask is tight in its box
+        # a triangle fills about half its box and occlusion leaves at least 30% of a shape
+        assert mask_utils.area(rle) >= 0.1 * w * h
+
+
+def test_mask_of_an_occluded_shape_is_its_visible_pixels_holes_and_pieces_included():
+    from pycocotools import mask as mask_utils
+    under = np.zeros((24, 24), dtype=bool)
+    under[2:22, 2:22] = True
+    hole = np.zeros_like(under)
+    hole[8:12, 8:12] = True                   # a shape on top, inside: a hole
+    strip = np.zeros_like(under)
+    strip[15:17, 0:24] = True                 # a shape across it: two pieces
+    (k, box, visible), _, _ = shapes.visible_objects([under, hole, strip])
+    assert k == 0 and box == [2, 2, 20, 20]
+    assert visible.sum() == 400 - 16 - 40
+    polygon = shapes.mask_polygon(visible)
+    decoded = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([polygon], 24, 24))).astype(bool)
+    assert (decoded == visible).all()
+    assert shapes.polygon_area(polygon) == visible.sum()
+
+
+def test_random_masks_round_trip_through_pycocotools():
+    from pycocotools import mask as mask_utils
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        mask = rng.random((13, 11)) < rng.uniform(0.2, 0.8)   # many pieces, holes, corner-touching pixels
+        if not mask.any():
+            continue
+        polygon = shapes.mask_polygon(mask)
+        decoded = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([polygon], 13, 11))).astype(bool)
+        assert (decoded == mask).all()
+
+
+def test_masks_are_added_to_a_box_only_dataset_and_mask_configs_say_how(tmp_path):
+    root = str(tmp_path / 'ds')
+    generate_shapes(root, num_train=4, num_val=3, size=64, seed=1)
+    fresh = _files(root)
+    for split in shapes.SPLITS:   # what a dataset generated before masks existed looks like
+        path = os.path.join(root, 'annotations', f'{split}.json')
+        with open(path) as f:
+            coco = json.load(f)
+        for ann in coco['annotations']:
+            del ann['segmentation']
+        with open(path, 'w') as f:
+            json.dump(coco, f, separators=(',', ':'))
+    ann_file = os.path.join(root, 'annotations', 'train.json')
+    with pytest.raises(DataError, match=r'no instance mask .* `detkds-search data shapes --out .* --overwrite`'):
+        shapes.require_instance_masks(ann_file)
+    with pytest.raises(DataError, match='was not generated with'):
+        shapes.add_instance_masks(root, num_train=4, num_val=3, size=64, seed=2)
+    shapes.add_instance_masks(root, num_train=4, num_val=3, size=64, seed=1)
+    assert _files(root) == fresh
+    shapes.require_instance_masks(ann_file)

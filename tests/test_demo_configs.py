@@ -1,5 +1,6 @@
 """The detector configs: demo pairs on the shapes data (build, train one step, predict) and the COCO pairs."""
 import ast
+import json
 import glob
 import os
 import os.path as osp
@@ -19,7 +20,9 @@ from workers.full_training import use_data_root
 from .demo_utils import DEMO_FAMILIES, ROOT, build_teacher_checkpoint, demo_config_path
 
 ROLES = ('teacher', 'student')
-DEMO_DETECTORS = [f'{family}_{role}' for family in DEMO_FAMILIES for role in ROLES] + ['retinanet_student_fpn32']
+MASK_DETECTORS = ['mask_rcnn_teacher', 'mask_rcnn_student']
+DEMO_DETECTORS = [f'{family}_{role}' for family in DEMO_FAMILIES for role in ROLES] + ['retinanet_student_fpn32'] \
+    + MASK_DETECTORS
 COCO_DIR = osp.join(ROOT, 'configs', 'coco')
 COCO_MODELS = sorted(p for p in glob.glob(osp.join(COCO_DIR, '*.py')) if osp.basename(p) != 'pairs.py')
 
@@ -99,6 +102,9 @@ def test_one_training_step_and_predict(name, shapes_root):
         boxes = r.pred_instances.bboxes
         assert boxes.ndim == 2 and boxes.shape[1] == 4
         assert set(r.pred_instances.labels.tolist()) <= {0, 1, 2}
+        if name in MASK_DETECTORS:   # one 128 x 128 mask per predicted box, beside it
+            assert 'loss_mask' in losses
+            assert tuple(r.pred_instances.masks.shape) == (len(boxes), 128, 128)
 
 
 def test_schedules_and_single_final_checkpoint():
@@ -204,3 +210,52 @@ def test_every_coco_model_builds():
         assert model.neck.out_channels == 256
         assert sum(p.numel() for p in model.parameters()) > 20_000_000
         del model
+
+
+# ------------------------------------------------------------------------------------------------ Mask R-CNN pair
+def test_mask_rcnn_pair_shares_the_faster_rcnn_detector_and_loads_masks():
+    faster, teacher, student = (Config.fromfile(demo_config_path(n))
+                                for n in ('faster_rcnn_teacher', 'mask_rcnn_teacher', 'mask_rcnn_student'))
+    assert teacher.model.backbone == faster.model.backbone and teacher.model.neck == faster.model.neck
+    assert student.model.backbone.init_cfg.checkpoint.endswith('resnet18_w16.pth')
+    assert teacher.model.roi_head.mask_head.num_classes == 3
+    for cfg, iters in ((teacher, 1200), (student, 600)):
+        assert cfg.train_cfg.max_iters == iters and cfg.param_scheduler[0].milestones == [iters * 3 // 4]
+        for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+            (load,) = [t for t in loader.dataset.pipeline if t.type == 'LoadAnnotations']
+            assert load.with_mask
+        assert cfg.val_evaluator.metric == cfg.test_evaluator.metric == ['bbox', 'segm']
+    t_shapes, s_shapes = (_non_backbone_shapes(_build(name)) for name in MASK_DETECTORS)
+    assert set(t_shapes) == set(s_shapes)
+    assert all(k.startswith('neck.lateral_convs.') for k in t_shapes if t_shapes[k] != s_shapes[k])
+
+
+def test_test_command_reports_mask_ap_beside_box_ap(tmp_path, shapes_root):
+    from workers.full_training import test
+    checkpoint = build_teacher_checkpoint('mask_rcnn', tmp_path)
+    metrics = test(demo_config_path('mask_rcnn_teacher'), checkpoint, work_dir=str(tmp_path / 'test'),
+                   cfg_options=_data_root_options('mask_rcnn_teacher', shapes_root))
+    for key in ('coco/bbox_mAP', 'coco/segm_mAP', 'coco/segm_mAP_50'):
+        assert key in metrics and 0.0 <= metrics[key] <= 1.0
+
+
+def test_mask_config_on_box_only_data_is_a_one_line_error(tmp_path, shapes_root):
+    import shutil
+    from distill_core.errors import DataError
+    from workers.full_training import test
+    root = tmp_path / 'box_only'
+    shutil.copytree(shapes_root, root)
+    for split in ('train', 'val'):
+        path = root / 'annotations' / f'{split}.json'
+        coco = json.loads(path.read_text())
+        for ann in coco['annotations']:
+            ann.pop('segmentation')
+        path.write_text(json.dumps(coco))
+    with pytest.raises(DataError, match='no instance mask .*detkds-search data shapes'):
+        test(demo_config_path('mask_rcnn_teacher'), build_teacher_checkpoint('mask_rcnn', tmp_path),
+             cfg_options=_data_root_options('mask_rcnn_teacher', str(root)))
+
+
+def _data_root_options(name, data_root):
+    cfg = use_data_root(Config.fromfile(demo_config_path(name)), data_root)
+    return {key: cfg[key].to_dict() for key in ('test_dataloader', 'test_evaluator')}

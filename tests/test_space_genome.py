@@ -101,7 +101,7 @@ def test_key_stable_across_processes():
 # ------------------------------------------------------------------------------------------ space
 def test_default_space_contents():
     space = Space.default()
-    assert space.inputs == ('global', 'fg_bg', 'instance', 'logits', 'localization', 'cross_head')
+    assert space.inputs == ('global', 'fg_bg', 'instance', 'logits', 'localization', 'cross_head', 'mask')
     assert [len(t) for t in space.slot_tables('global')] == [9, 8, 15]   # the release's + the methods' ops
     assert space.slot_tables('localization') == ()
     assert space.weight_options('global', 1) == (1.0, 2.0, 5.0, 10.0)

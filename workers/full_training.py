@@ -16,7 +16,8 @@ from mmengine.config import Config
 
 from distill_core.checkpoint import load_checkpoint_file, mismatches, state_dict_of
 from distill_core.errors import CheckpointError, ConfigError, DataError
-from distill_core.model_config import load_config
+from distill_core.model_config import innermost_dataset, load_config, pipeline_loads_masks
+from distill_core.shapes import require_instance_masks
 from workers.allocator import tune_cpu_allocator
 
 FINAL_CHECKPOINT = 'final.pth'
@@ -52,8 +53,7 @@ def _list_form_genomes(cfg: Config) -> None:
 
 def _dataset_files(dataset: Mapping):
     """(annotation file, image folder) of a COCO-style dataset config, resolved against its data_root."""
-    if dataset.get('type') in ('RepeatDataset', 'ClassBalancedDataset'):
-        return _dataset_files(dataset['dataset'])
+    dataset = innermost_dataset(dataset)
     root = dataset.get('data_root', '') or ''
     ann = dataset.get('ann_file')
     img = (dataset.get('data_prefix') or {}).get('img', '')
@@ -71,6 +71,8 @@ def check_datasets(cfg: Config, splits=('train_dataloader', 'val_dataloader', 't
                             f'(generate the demo data with `detkds-search data shapes --out data/shapes`)')
         if img and not osp.isdir(img):
             raise DataError(f'{split}: image folder not found: {img}')
+        if ann is not None and pipeline_loads_masks(innermost_dataset(loader['dataset']).get('pipeline')):
+            require_instance_masks(ann)   # a box-only file would fail deep in mmdet with a bare KeyError
 
 
 def _runner_class(quiet: bool):
@@ -183,7 +185,8 @@ def write_weights_only(runner_checkpoint: str, out: str) -> None:
 
 def test(config_path: str, checkpoint: str, work_dir: Optional[str] = None, launcher: str = 'none',
          cfg_options: Optional[Mapping] = None, out: Optional[str] = None) -> Dict[str, float]:
-    """Evaluate a checkpoint with the config's test evaluator (COCO bbox AP through pycocotools)."""
+    """Evaluate a checkpoint with the config's test evaluator (COCO bbox AP through pycocotools, and mask AP
+    (``coco/segm_mAP``...) beside it where the evaluator asks for ``segm``)."""
     from mmengine.runner import Runner
     cfg = prepare_config(config_path, work_dir, launcher, cfg_options)
     check_datasets(cfg, ('test_dataloader',))

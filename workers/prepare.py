@@ -33,15 +33,27 @@ def _generate_data(search_cfg: Mapping, base_dir: str, log: Callable[[str], None
     if not generate:
         return
     out = resolve_path(generate['out'], base_dir)
-    if osp.isfile(osp.join(out, 'annotations', 'val.json')):
-        return
-    from distill_core.shapes import generate_shapes
+    from distill_core.shapes import add_instance_masks, annotations_without_masks, generate_shapes
     args = {k: generate[k] for k in ('num_train', 'num_val', 'size', 'seed') if generate.get(k) is not None}
+    if osp.isfile(osp.join(out, 'annotations', 'val.json')):
+        if _search_needs_masks(search_cfg, base_dir) and any(
+                annotations_without_masks(osp.join(out, 'annotations', f'{split}.json')) for split in ('train', 'val')):
+            log(f'[prepare] {out} has no instance masks (generated before they existed): adding them ({args})')
+            with file_lock(out.rstrip('/') + '.lock'):
+                add_instance_masks(out, **args)   # same images and boxes; only the annotation files change
+        return
     log(f'[prepare] generating the shapes dataset in {out} ({args})')
     start = time.time()
     # generate_shapes writes to a temporary folder and renames it: a concurrent launch sees all or nothing
     generate_shapes(out, **args)
     log(f'[prepare] dataset ready in {time.time() - start:.1f} s')
+
+
+def _search_needs_masks(search_cfg: Mapping, base_dir: str) -> bool:
+    """Whether the student or teacher config loads instance masks (a Mask R-CNN pair)."""
+    from distill_core.model_config import config_loads_masks
+    return any(config_loads_masks(resolve_path(search_cfg[role]['config'], base_dir)) for role in ('student', 'teacher')
+               if not resolve_path(search_cfg[role]['config'], base_dir).startswith('mmdet::'))
 
 
 def backbone_checkpoint(config_path: str, base_dir: str) -> Optional[str]:

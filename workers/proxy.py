@@ -1,4 +1,5 @@
-"""One search trial: train a candidate distillation policy on the proxy task and measure its bbox AP.
+"""One search trial: train a candidate distillation policy on the proxy task and measure its AP (box AP, or mask
+AP with ``proxy.metric = 'segm'``; the other one beside it where the student has a mask head).
 
 ``run_proxy_trial`` builds the ``DetectionDistiller`` of the search config's teacher/student pair with the
 genome's ``SearchedDistillLoss`` (or none: the student-alone baseline under the same proxy), trains it for
@@ -34,7 +35,7 @@ from workers.progress import quiet_mmengine
 from workers.rng import RngStreams, seed_everything
 from workers.settings import ProxySettings, check_search_config, resolve_path
 from workers.proxy_data import ProxyData
-from workers.proxy_eval import METRIC_KEYS, evaluate_bbox, load_coco
+from workers.proxy_eval import METRIC_KEYS, evaluate_detector, load_coco
 from workers.teacher_cache import open_teacher_cache
 
 if TYPE_CHECKING:
@@ -57,7 +58,9 @@ class TrialRejected(Exception):
 
 @dataclass
 class ProxyResult:
-    metrics: Dict[str, float]            # AP, AP50, AP75, APs, APm, APl in [0, 1]; nan where COCO gives -1
+    # AP, AP50, AP75, APs, APm, APl in [0, 1] of proxy.metric (nan where COCO gives -1); a mask-head student adds
+    # the other metric's as segm_AP, ... (or bbox_AP, ...)
+    metrics: Dict[str, float]
     iterations: int                      # iterations trained (the failing one included)
     wall_time: float                     # seconds from the start of the run (a group's, in group mode)
     history: List[Dict[str, float]] = field(default_factory=list)   # every report made, in order
@@ -299,7 +302,7 @@ def run_proxy_group(search_cfg: Mapping, genomes: Sequence[Union[str, 'Genome', 
     val_batches = list(data.val_loader())   # the test pipeline has no randomness: decode once, reuse
 
     def evaluate(model):
-        return evaluate_bbox(model, val_batches, gt, data.val_img_ids, data.cat_ids)
+        return evaluate_detector(model, val_batches, gt, data.val_img_ids, data.cat_ids, settings.metric)
 
     results: List[Optional[ProxyResult]] = [None] * len(genomes)
     distinct_seeds = list(dict.fromkeys(seeds))   # in first-seen order

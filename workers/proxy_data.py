@@ -18,6 +18,8 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from distill_core.errors import ConfigError, DataError
+from distill_core.model_config import has_mask_head, pipeline_loads_masks
+from distill_core.shapes import require_instance_masks
 from workers.settings import ProxySettings, proxy_data_root, resolve_path
 from workers.proxy_eval import quiet_stdout
 
@@ -94,6 +96,11 @@ class ProxyData:
         if not osp.isfile(ann_file):
             raise DataError(f'proxy: training annotation file not found: {ann_file} (generate the demo data '
                             'with `detkds-search data shapes`, or set data.generate_shapes in the search config)')
+        if settings.metric == 'segm' and not has_mask_head(cfg.model):
+            raise ConfigError(f'proxy.metric = "segm" (mask AP) needs a student with a mask head; {student_config} '
+                              f'({cfg.model.get("type")}) has none: use proxy.metric = "bbox"')
+        if settings.metric == 'segm' or pipeline_loads_masks(train_cfg.get('pipeline')):
+            require_instance_masks(ann_file)   # the masks trained on, or the ground truth of the mask AP
         self.ann_file = ann_file
         self.dataset_cfg = train_cfg
 

@@ -1,10 +1,15 @@
-"""COCO bbox AP of a detector on the proxy's held-out images, in memory, with pycocotools.
+"""COCO box AP (and mask AP, for a detector with a mask head) on the proxy's held-out images, in memory, with
+pycocotools.
 
 Why not MMDetection's ``CocoMetric`` directly: (1) it rounds every AP to 3 decimals, too coarse to rank proxy
 candidates whose APs differ in the 4th decimal; (2) unless ``img_ids`` is set by hand it evaluates every image
 of the annotation file, so images the proxy never ran would count as misses; (3) it writes result files.
 The computation is the same (pycocotools ``COCOeval``, ``maxDets`` 100/300/1000 and the class order of the
-dataset); ``tests/test_workers_proxy.py`` checks the numbers against ``CocoMetric`` restricted to the same images.
+dataset, masks RLE-encoded as CocoMetric encodes them); ``tests/test_workers_proxy.py`` checks the numbers against
+``CocoMetric`` restricted to the same images.
+
+``proxy.metric`` picks the fitness: its numbers are reported under ``METRIC_KEYS`` (``AP`` is what the search
+ranks), the other metric's, where the model has it, under ``<metric>_AP``, ``<metric>_AP50``...
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import numpy as np
 import torch
 
 METRIC_KEYS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')   # COCOeval.stats[0:6]
+METRICS = ('bbox', 'segm')                                   # COCOeval iouType: proxy.metric's choices
 MAX_DETS = (100, 300, 1000)                                  # as CocoMetric's proposal_nums
 
 
@@ -33,7 +39,9 @@ def load_coco(ann_file: str):
 
 
 def detections_to_coco(data_samples: Iterable, cat_ids: Sequence[int]) -> List[dict]:
-    """COCO result dicts (xywh boxes) from predicted DetDataSamples (boxes in original image pixels)."""
+    """COCO result dicts (xywh boxes; with a mask head, each box's mask as compressed RLE) from predicted
+    DetDataSamples (boxes and masks in original image pixels)."""
+    from pycocotools import mask as mask_utils
     results = []
     for sample in data_samples:
         pred = sample.pred_instances
@@ -42,14 +50,20 @@ def detections_to_coco(data_samples: Iterable, cat_ids: Sequence[int]) -> List[d
         labels = pred.labels.detach().cpu().numpy()
         xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
         img_id = int(sample.img_id)
-        results.extend({'image_id': img_id, 'bbox': box.tolist(), 'score': float(score),
-                        'category_id': int(cat_ids[int(label)])}
-                       for box, score, label in zip(xywh, scores, labels))
+        found = [{'image_id': img_id, 'bbox': box.tolist(), 'score': float(score),
+                  'category_id': int(cat_ids[int(label)])} for box, score, label in zip(xywh, scores, labels)]
+        if 'masks' in pred and len(found):
+            masks = np.asfortranarray(pred.masks.detach().cpu().numpy().astype(np.uint8).transpose(1, 2, 0))
+            for result, rle in zip(found, mask_utils.encode(masks)):
+                result['segmentation'] = rle
+        results.extend(found)
     return results
 
 
-def coco_bbox_metrics(gt, detections: List[dict], img_ids: Sequence[int], cat_ids: Sequence[int]) -> Dict[str, float]:
-    """AP, AP50, AP75, APs, APm, APl on ``img_ids`` only; -1 (no ground truth in a size bucket) -> nan."""
+def coco_metrics(gt, detections: List[dict], img_ids: Sequence[int], cat_ids: Sequence[int],
+                 iou_type: str = 'bbox') -> Dict[str, float]:
+    """AP, AP50, AP75, APs, APm, APl of boxes (``bbox``) or masks (``segm``) on ``img_ids`` only; -1 (no ground
+    truth in a size bucket) -> nan."""
     from pycocotools.cocoeval import COCOeval
     with quiet_stdout():
         if detections:
@@ -60,7 +74,7 @@ def coco_bbox_metrics(gt, detections: List[dict], img_ids: Sequence[int], cat_id
             dt.dataset = {'images': list(gt.dataset['images']), 'categories': list(gt.dataset['categories']),
                           'annotations': []}
             dt.createIndex()
-        evaluator = COCOeval(gt, dt, 'bbox')
+        evaluator = COCOeval(gt, dt, iou_type)
         evaluator.params.imgIds = list(img_ids)
         evaluator.params.catIds = list(cat_ids)
         evaluator.params.maxDets = list(MAX_DETS)
@@ -69,6 +83,11 @@ def coco_bbox_metrics(gt, detections: List[dict], img_ids: Sequence[int], cat_id
         evaluator.summarize()
     return {key: (float('nan') if value < 0 else float(value))
             for key, value in zip(METRIC_KEYS, evaluator.stats[:len(METRIC_KEYS)])}
+
+
+def coco_bbox_metrics(gt, detections: List[dict], img_ids: Sequence[int], cat_ids: Sequence[int]) -> Dict[str, float]:
+    """``coco_metrics`` of the boxes."""
+    return coco_metrics(gt, detections, img_ids, cat_ids, 'bbox')
 
 
 @torch.no_grad()
@@ -80,8 +99,10 @@ def predict_all(model, loader) -> List:
     return samples
 
 
-def evaluate_bbox(model, loader, gt, img_ids: Sequence[int], cat_ids: Sequence[int]) -> Dict[str, float]:
-    """Evaluate ``model`` in eval mode on ``loader``; the caller's train/eval mode is restored after."""
+def evaluate_detector(model, loader, gt, img_ids: Sequence[int], cat_ids: Sequence[int],
+                      metric: str = 'bbox') -> Dict[str, float]:
+    """Evaluate ``model`` in eval mode on ``loader``: ``metric``'s AP under ``METRIC_KEYS``, plus the other
+    metric's as ``<other>_AP``... where the model predicts masks. The caller's train/eval mode is restored after."""
     was_training = model.training
     model.eval()
     try:
@@ -91,4 +112,11 @@ def evaluate_bbox(model, loader, gt, img_ids: Sequence[int], cat_ids: Sequence[i
     seen = {int(s.img_id) for s in samples}
     if seen != {int(i) for i in img_ids}:
         raise RuntimeError(f'proxy evaluation saw {len(seen)} images, expected {len(img_ids)}')
-    return coco_bbox_metrics(gt, detections_to_coco(samples, cat_ids), img_ids, cat_ids)
+    detections = detections_to_coco(samples, cat_ids)
+    has_masks = all('masks' in s.pred_instances for s in samples)
+    metrics = coco_metrics(gt, detections, img_ids, cat_ids, metric)
+    for other in METRICS:
+        if other != metric and (other == 'bbox' or has_masks):
+            metrics.update({f'{other}_{key}': value
+                            for key, value in coco_metrics(gt, detections, img_ids, cat_ids, other).items()})
+    return metrics

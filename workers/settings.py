@@ -27,8 +27,9 @@ GENERATE_KEYS = {'out', 'num_train', 'num_val', 'size', 'seed'}
 REJECT_KEYS = {'check_iterations', 'max_loss'}
 PROXY_KEYS = {'train_images', 'val_images', 'subset_seed', 'iterations', 'batch_size', 'val_batch_size',
               'optimizer', 'grad_clip', 'inherit_neck_head', 'report_interval', 'eval_interval', 'reject',
-              'num_workers', 'amp', 'teacher_cache', 'teacher_cache_max_gb'}
-PROXY_KEYS |= {'level_pairing'}   # heterogeneous pairs: DetectionDistiller(level_pairing=...), distill_core/levels.py
+              'num_workers', 'amp', 'teacher_cache', 'teacher_cache_max_gb', 'metric',
+              'level_pairing'}   # heterogeneous pairs: DetectionDistiller(level_pairing=...), distill_core/levels.py
+PROXY_METRICS = ('bbox', 'segm')   # the fitness: box AP, or mask AP (a student with a mask head)
 
 
 def resolve_path(path: str, base_dir: str) -> str:
@@ -65,6 +66,7 @@ class ProxySettings:
     teacher_cache: Union[str, bool] = 'auto'       # teacher features of the proxy subset memory-mapped
     teacher_cache_max_gb: float = 4.0              # (workers/teacher_cache.py): 'auto' where it pays, True, False
     level_pairing: str = 'stride'                  # FPN levels: equal strides, or PKD's index + resize ('index')
+    metric: str = 'bbox'                           # fitness AP: 'bbox' or 'segm' (mask AP, a mask-head student)
 
     @property
     def eval_batch_size(self) -> int:
@@ -225,6 +227,8 @@ def check_search_config(search_cfg: Mapping, source: str = DEFAULT_SOURCE) -> Pr
     from distill_core.levels import LEVEL_PAIRINGS
     if proxy.get('level_pairing', 'stride') not in LEVEL_PAIRINGS:
         check.fail('proxy.level_pairing', f'expected one of {list(LEVEL_PAIRINGS)}, got {proxy["level_pairing"]!r}')
+    if proxy.get('metric', 'bbox') not in PROXY_METRICS:
+        check.fail('proxy.metric', f'expected one of {", ".join(PROXY_METRICS)}, got {proxy["metric"]!r}')
     teacher_cache = proxy.get('teacher_cache', 'auto')
     if not (teacher_cache == 'auto' or isinstance(teacher_cache, bool)):
         check.fail('proxy.teacher_cache', f'expected "auto", True or False, got {teacher_cache!r}')
