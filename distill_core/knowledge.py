@@ -306,8 +306,9 @@ class MaskResponse(KnowledgeInput):
 
     @classmethod
     def pair_problem(cls, teacher, student):
-        problem = student.mask_problem or teacher.mask_problem
-        return None if problem is None else f'{problem} ({teacher.name} teacher, {student.name} student)'
+        if student.mask_problem or teacher.mask_problem is None:
+            return student.mask_problem
+        return f'the {teacher.name} teacher: {teacher.mask_problem}'
 
     def parts(self, ctx, family, distance):
         logits = family.roi_mask_logits(ctx)

@@ -174,8 +174,9 @@ def test_unservable_inputs_are_dropped_with_their_reason_and_refused_when_forced
     assert 'no RoI head to classify' in dropped['logits']
     assert 'logits' not in space.offered_inputs(('retinanet', 'faster_rcnn'))
     dropped = space.dropped_inputs(('faster_rcnn', 'retinanet'))
-    assert set(dropped) == {'localization', 'cross_head'} and 'RPN proposals' in dropped['localization']
-    assert space.dropped_inputs('retinanet') == {}   # a homogeneous pair keeps every input
+    assert set(dropped) == {'localization', 'cross_head', 'mask'} and 'RPN proposals' in dropped['localization']
+    assert set(space.dropped_inputs('retinanet')) == {'mask'}   # a homogeneous pair keeps every input its family serves
+    assert 'the faster_rcnn teacher: it has no RoI mask head' in space.dropped_inputs(('faster_rcnn', 'mask_rcnn'))['mask']
     with pytest.raises(ConfigError) as error:
         build_ops(space, ['global', 'localization'], ('faster_rcnn', 'retinanet'))
     assert "input 'localization' is not offered for faster_rcnn -> retinanet" in str(error.value)
