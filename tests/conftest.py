@@ -37,6 +37,23 @@ def shapes_root(tmp_path_factory):
     return str(root)
 
 
+# --------------------------------------------------------------------------- demo teachers
+@pytest.fixture(scope='session')
+def demo_teacher_checkpoint(tmp_path_factory):
+    """``get(name)``: a randomly initialised demo teacher saved as a checkpoint (tests/demo_utils.py
+    ``build_teacher_checkpoint``), ``name`` a family (``faster_rcnn``) or a teacher config
+    (``configs/demo/cascade_rcnn_teacher.py``); each one built once per session, on first use."""
+    import os.path as osp
+    from .demo_utils import build_teacher_checkpoint
+    folder = tmp_path_factory.mktemp('demo_teachers')
+
+    def get(name):
+        config = osp.splitext(osp.basename(name))[0]
+        family = config[:-len('_teacher')] if config.endswith('_teacher') else config
+        return build_teacher_checkpoint(family, folder, config=f'{family}_teacher')
+    return get
+
+
 # --------------------------------------------------------------------------- storage: private PostgreSQL server
 # Owner: search/storage.py tests. `postgres_url` is a URL with user and password for a throw-away database.
 # DETKDS_TEST_POSTGRES_URL points the tests at an existing server instead. Otherwise a private server is

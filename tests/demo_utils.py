@@ -42,3 +42,15 @@ def demo_batch(model, family: str, shapes_root: str, batch_size: int = 2, split:
         data = next(iter(loader))
     data = model.data_preprocessor(data, training=(split == 'train'))
     return data['inputs'], data['data_samples']
+
+
+def tiny_proxy(search_raw, shapes_root: str, teacher_checkpoint: str, **proxy):
+    """A demo search config's raw sections on the test data: the given (random) teacher checkpoint and a
+    2-iteration proxy on 8 + 4 images, the teacher cache off; ``proxy`` overrides more proxy keys."""
+    import copy
+    raw = copy.deepcopy(dict(search_raw))
+    raw['teacher']['checkpoint'] = teacher_checkpoint
+    raw['data'] = dict(data_root=shapes_root)
+    raw['proxy'].update(dict(train_images=8, val_images=4, iterations=2, batch_size=2, report_interval=1,
+                             eval_interval=None, teacher_cache=False), **proxy)
+    return raw

@@ -1,12 +1,10 @@
 """Heterogeneous teacher/student pairs and the Cascade R-CNN teacher: FPN levels paired by stride (P2-P6 vs P3-P7)
 or by index with the student resized (PKD), every knowledge input a pair serves trained for a few steps into the
 student only, the inputs a pair cannot serve dropped with their reason (and refused when forced), the cascade's
-RoI class scores against a hand-run of its stages, and the heterogeneous demo search configs under a 2-iteration
-proxy."""
+RoI class scores against a hand-run of its stages, and the heterogeneous demo search configs' level pairing (their
+2-iteration proxies: tests/test_search_configs.py)."""
 import logging
-import math
 import os.path as osp
-import random
 
 import pytest
 import torch
@@ -22,7 +20,7 @@ from search.config import load_search_config
 from search.operators import build_ops
 from search.space import Space
 
-from .demo_utils import ROOT, build_teacher_checkpoint, demo_batch, demo_config_path
+from .demo_utils import ROOT, demo_batch, demo_config_path
 from .test_space_searched_loss import TERM_KEYS, term
 
 torch.set_num_threads(1)
@@ -52,9 +50,8 @@ def p3_p7_student(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def checkpoints(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp('hetero_teachers')
-    return {name: build_teacher_checkpoint(name, tmp) for name in ('faster_rcnn', 'retinanet', 'cascade_rcnn')}
+def checkpoints(demo_teacher_checkpoint):
+    return {name: demo_teacher_checkpoint(name) for name in ('faster_rcnn', 'retinanet', 'cascade_rcnn')}
 
 
 def distiller(teacher, student, checkpoints, inputs=(), **options):
@@ -223,30 +220,6 @@ def test_cascade_roi_scores_equal_a_hand_run_of_its_stages(checkpoints, shapes_r
     shuffled = torch.flip(rois, [0])
     assert torch.allclose(FAMILIES['cascade_rcnn'].roi_class_logits(ctx, shuffled), torch.flip(teacher_logits, [0]),
                           atol=1e-5)
-
-
-# ------------------------------------------------------------------------------------------------ search configs
-@pytest.mark.parametrize('name,families,stage1', [
-    ('demo_cascade_faster_rcnn', ('cascade_rcnn', 'faster_rcnn'), ['global', 'logits']),
-    ('demo_faster_rcnn_retinanet', ('faster_rcnn', 'retinanet'), ['global', 'logits'])])
-def test_heterogeneous_search_configs_run_a_two_iteration_proxy(name, families, stage1, checkpoints, shapes_root):
-    from workers.proxy import run_proxy_trial
-    cfg = load_search_config(osp.join(ROOT, 'configs', 'search', f'{name}.py'), ROOT)
-    assert cfg.families() == families and cfg.raw['search']['stage1_inputs'] == stage1
-    assert cfg.raw['teacher']['train_if_missing']['work_dir'] == f'work_dirs/demo/{families[0]}_teacher'
-    space = Space.from_file(cfg.space_path)
-    stage1_ops, _ = build_ops(space, stage1, cfg.families())
-    genome = space.sample_genome(random.Random(0), ['logits'], stage=1, family=cfg.families())
-    assert stage1_ops['logits'].problem(genome) is None
-    raw = dict(cfg.raw, teacher=dict(cfg.raw['teacher'], checkpoint=checkpoints[families[0]]),
-               data=dict(data_root=shapes_root),
-               proxy=dict(cfg.raw['proxy'], train_images=8, val_images=4, iterations=2, batch_size=2,
-                          report_interval=1, eval_interval=2, teacher_cache=False))
-    reports = []
-    result = run_proxy_trial(raw, genome.to_json(), seed=0, report=reports.append, base_dir=ROOT)
-    assert result.iterations == 2 and [r['iteration'] for r in reports] == [1, 2]
-    assert all(math.isfinite(r['loss_searched_logits']) for r in reports)
-    assert 'AP' in result.metrics
 
 
 def test_demo_cascade_teacher_trains_and_predicts(shapes_root):

@@ -1,7 +1,6 @@
 """The demo Mask R-CNN search: its config loads, validates and resolves its space (the ``mask`` input offered),
 the proxy's fitness follows ``proxy.metric`` (mask AP or box AP, the other beside it), a bad metric is a one-line
 error, and segm AP is pycocotools' on exact masks (a perfect prediction scores 1.0)."""
-import copy
 import random
 import os.path as osp
 
@@ -19,7 +18,7 @@ from workers.proxy import run_proxy_trial
 from workers.proxy_eval import METRIC_KEYS, coco_metrics, detections_to_coco, load_coco
 from workers.settings import check_search_config
 
-from .demo_utils import ROOT, build_teacher_checkpoint
+from .demo_utils import ROOT, tiny_proxy
 
 CONFIG = osp.join(ROOT, 'configs', 'search', 'demo_mask_rcnn.py')
 MASK_TERM = Term('mask', True, (OpSpec('no'),), OpSpec('l2'), 1.0)
@@ -31,14 +30,9 @@ def search_cfg():
 
 
 @pytest.fixture(scope='module')
-def tiny(search_cfg, tmp_path_factory, shapes_root):
+def tiny(search_cfg, demo_teacher_checkpoint, shapes_root):
     """The search config's raw sections on the test data: a random teacher, a 2-iteration proxy on 4 + 4 images."""
-    raw = copy.deepcopy(search_cfg.raw)
-    raw['teacher']['checkpoint'] = build_teacher_checkpoint('mask_rcnn', tmp_path_factory.mktemp('teacher'))
-    raw['data'] = dict(data_root=shapes_root)
-    raw['proxy'].update(train_images=4, val_images=4, iterations=2, batch_size=2, report_interval=1,
-                        eval_interval=None, teacher_cache=False)
-    return raw
+    return tiny_proxy(search_cfg.raw, shapes_root, demo_teacher_checkpoint('mask_rcnn'), train_images=4)
 
 
 def test_config_loads_validates_and_resolves_its_space(search_cfg):

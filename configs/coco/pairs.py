@@ -1,4 +1,5 @@
-# The published COCO teacher -> student pairs (DetKDS, ICML 2024), one entry per pair.
+# The published COCO teacher -> student pairs (DetKDS, ICML 2024; and PKD's heterogeneous FCOS -> RetinaNet), one
+# entry per pair.
 # Nothing is downloaded at run time: place the files below in checkpoints/ (repository root) first.
 #   teacher_checkpoint:  the teacher's MMDetection model-zoo weights (file names as in mmdet's metafiles)
 #   student_pretrained:  the ImageNet backbone the student config initialises from
@@ -47,4 +48,19 @@ pairs = dict(
         student_pretrained='checkpoints/resnet50-0676ba61.pth',
         teacher_box_ap=44.2,
         student_box_ap=38.6),
+    cascade_mask_rcnn_x101_to_faster_rcnn_r50=dict(
+        teacher='configs/coco/cascade-mask-rcnn_x101-32x4d-dconv-c3-c5_fpn_1x_coco.py',
+        student='configs/coco/faster-rcnn_r50_fpn_2x_coco.py',
+        teacher_checkpoint='checkpoints/cascade_mask_rcnn_x101_32x4d_fpn_dconv_c3-c5_1x_coco-e75f90c8.pth',
+        student_pretrained='checkpoints/resnet50-0676ba61.pth',
+        teacher_box_ap=47.3,
+        student_box_ap=38.4),
+    fcos_x101_to_retinanet_r50=dict(
+        teacher='configs/coco/fcos_x101-64x4d_fpn_gn-head_ms-640-800-2x_coco.py',
+        student='configs/coco/retinanet_r50_fpn_2x_coco.py',
+        teacher_checkpoint=('checkpoints/fcos_x101_64x4d_fpn_gn-head_mstrain_640-800_2x_coco'
+                            '-ede514a8.pth'),
+        student_pretrained='checkpoints/resnet50-0676ba61.pth',
+        teacher_box_ap=42.6,
+        student_box_ap=37.4),
 )
