@@ -102,15 +102,14 @@ def test_a_student_without_a_mask_head_refuses_the_mask_term(tmp_path):
                                                             genome=Genome((mask_term(),)).to_json()))])
 
 
-def test_a_teacher_without_a_mask_head_is_a_clear_error(tmp_path, shapes_root):
+def test_a_teacher_without_a_mask_head_is_a_clear_error(tmp_path):
+    """Refused when the distiller is built (the pair cannot serve the input), before any step."""
     from distill_core.distiller import DetectionDistiller
-    model = DetectionDistiller(
-        teacher=dict(config=demo_config_path('faster_rcnn_teacher'),
-                     checkpoint=build_teacher_checkpoint('faster_rcnn', tmp_path)),
-        student=dict(config=demo_config_path('mask_rcnn_student')),
-        distill_losses=[dict(name='searched', loss=dict(type='SearchedDistillLoss',
-                                                        genome=Genome((mask_term(),)).to_json()))])
-    model.init_weights()
-    model.train()
-    with pytest.raises(ConfigError, match='the mask input needs a teacher with a RoI mask head; FasterRCNN'):
-        model.loss(*demo_batch(model, 'mask_rcnn', shapes_root))
+    with pytest.raises(ConfigError, match="genome term 'mask' is not defined for the pair faster_rcnn -> mask_rcnn: "
+                                          'the faster_rcnn teacher: it has no RoI mask head'):
+        DetectionDistiller(
+            teacher=dict(config=demo_config_path('faster_rcnn_teacher'),
+                         checkpoint=build_teacher_checkpoint('faster_rcnn', tmp_path)),
+            student=dict(config=demo_config_path('mask_rcnn_student')),
+            distill_losses=[dict(name='searched', loss=dict(type='SearchedDistillLoss',
+                                                            genome=Genome((mask_term(),)).to_json()))])
