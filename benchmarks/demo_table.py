@@ -138,15 +138,18 @@ def train_rows(rows, seeds, work_root: str, family: str, options: dict, teacher_
 
 
 def summarise(name: str, config: str, per_seed: list) -> dict:
-    """A row: per-metric mean (rounded to 3 places as before), and the AP per seed with its std."""
+    """A row: per-metric mean (rounded to 3 places as before), and the AP per seed with its mean and std (4
+    places, from the unrounded values)."""
     import statistics
     model = Config.fromfile(osp.join(ROOT, config)).model
     inherits = model.get('type') == 'DetectionDistiller' and bool(model.get('inherit_neck_head'))
     row = {'row': name, 'config': config, 'inherits': inherits}
     for label, _ in METRICS:
         row[label] = round(statistics.fmean(m[label] for m in per_seed), 3)
-    row['aps'] = [round(m['AP'], 4) for m in per_seed]
-    row['std'] = round(statistics.stdev(row['aps']), 4) if len(per_seed) > 1 else 0.0
+    aps = [m['AP'] for m in per_seed]
+    row['aps'] = [round(ap, 4) for ap in aps]
+    row['mean'] = round(statistics.fmean(aps), 4)
+    row['std'] = round(statistics.stdev(aps), 4) if len(aps) > 1 else 0.0
     return row
 
 

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import os.path as osp
-import statistics
 import subprocess
 import sys
 import time
@@ -86,11 +85,8 @@ def table_rows(rows: list, family: str, seeds, teacher: str, work_root: str, opt
     table = []
     for name, config, _, kind, _ in rows:
         row = demo_table.summarise(name, config, trained[name])
-        aps = [m['AP'] for m in trained[name]]
         table.append(dict(name=name, kind=kind, published=kind == 'published', config=row['config'],
-                          inherits=row['inherits'], aps=[round(a, 4) for a in aps],
-                          mean=round(statistics.fmean(aps), 4),
-                          std=round(statistics.stdev(aps), 4) if len(aps) > 1 else 0.0,
+                          inherits=row['inherits'], aps=row['aps'], mean=row['mean'], std=row['std'],
                           AP50=row['AP50'], AP75=row['AP75']))
         print(f'[search_quality] {name}: AP {table[-1]["mean"]:.4f} +- {table[-1]["std"]:.4f} {table[-1]["aps"]}',
               flush=True)
