@@ -296,11 +296,15 @@ class TwoStageFamily(AnchorDeltaFamily):
     def roi_class_logits(self, ctx: DistillContext, rois: Tensor) -> Tensor:
         roi_head = ctx.teacher.roi_head
         with torch.no_grad():
-            extractor = roi_head.bbox_roi_extractor
-            feats = extractor(tuple(ctx.all_teacher_feats[:extractor.num_inputs]), rois)
-            if getattr(roi_head, 'with_shared_head', False):
-                feats = roi_head.shared_head(feats)
-            return roi_head.bbox_head(feats)[0]
+            return roi_head.bbox_head(teacher_roi_features(ctx, roi_head.bbox_roi_extractor, rois))[0]
+
+
+def teacher_roi_features(ctx: DistillContext, extractor: nn.Module, rois: Tensor) -> Tensor:
+    """``rois`` pooled by one of the teacher's RoI extractors from its whole neck output, through its shared head
+    where it has one: what its bbox or mask head takes (call without gradient)."""
+    feats = extractor(tuple(ctx.all_teacher_feats[:extractor.num_inputs]), rois)
+    roi_head = ctx.teacher.roi_head
+    return roi_head.shared_head(feats) if getattr(roi_head, 'with_shared_head', False) else feats
 
 
 class CascadeFamily(TwoStageFamily):
@@ -353,10 +357,7 @@ class MaskRCNNFamily(TwoStageFamily):
                               'has none')
         with torch.no_grad():
             extractor = roi_head.bbox_roi_extractor if roi_head.share_roi_extractor else roi_head.mask_roi_extractor
-            feats = extractor(tuple(ctx.all_teacher_feats[:extractor.num_inputs]), rois)
-            if getattr(roi_head, 'with_shared_head', False):
-                feats = roi_head.shared_head(feats)
-            teacher_logits = roi_head.mask_head(feats)
+            teacher_logits = roi_head.mask_head(teacher_roi_features(ctx, extractor, rois))
         return head_call[1], teacher_logits
 
 

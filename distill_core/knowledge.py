@@ -37,7 +37,6 @@ input says which (teacher, student) family pairs it serves (``pair_problem``).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -45,11 +44,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .context import DistillContext, dense_head_name
+from .context import DistillContext
 from .cross_head import crossed_outputs, recorder_points, resolve_cross_index
 from .dense_pairs import aligned_dense_boxes, class_probability_pairs, teacher_classified_boxes
 from .errors import ConfigError
 from .families import DetectorFamily
+from .levels import fpn_strides, strides_from_sizes
 from .masks import fg_bg_masks_levels
 from .roi_align import RoIAlign
 
@@ -138,12 +138,10 @@ def feature_strides(ctx: DistillContext) -> List[float]:
     """Stride of each FPN level: the dense head's prior strides, else from the padded input size."""
     if ctx.level_strides is not None:   # the distiller's level pairs
         return list(ctx.level_strides)
-    head = getattr(ctx.student, dense_head_name(ctx.student), None)
-    strides = getattr(getattr(head, 'prior_generator', None), 'strides', None)
+    strides = fpn_strides(ctx.student)
     if strides is not None and len(strides) >= len(ctx.teacher_feats):
-        return [float(s[0] if isinstance(s, (tuple, list)) else s) for s in strides[:len(ctx.teacher_feats)]]
-    width = ctx.inputs.shape[-1]
-    return [float(2 ** round(math.log2(width / f.shape[-1]))) for f in ctx.teacher_feats]
+        return strides[:len(ctx.teacher_feats)]
+    return strides_from_sizes(ctx.teacher_feats, ctx.inputs.shape[-1])
 
 
 def fpn_levels(boxes: Tensor, strides: Sequence[float], num_levels: int) -> Tensor:

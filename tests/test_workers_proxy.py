@@ -16,7 +16,7 @@ from workers.prepare import prepare_search_inputs
 from workers.settings import check_search_config
 from workers.proxy import TrialRejected, check_losses, run_proxy_trial
 from workers.proxy_data import ProxyData, draw_subsets
-from workers.proxy_eval import METRIC_KEYS, coco_bbox_metrics, detections_to_coco, load_coco
+from workers.proxy_eval import METRIC_KEYS, coco_metrics, detections_to_coco, load_coco
 
 from .demo_utils import ROOT, build_teacher_checkpoint
 
@@ -194,7 +194,7 @@ def test_coco_evaluation_matches_cocometric_on_the_same_images(shapes_root):
                                              scores=torch.tensor(rng.uniform(0.1, 1, len(anns))).float(),
                                              labels=torch.tensor(labels))
         samples.append(sample)
-    ours = coco_bbox_metrics(gt, detections_to_coco(samples, cat_ids), img_ids, cat_ids)
+    ours = coco_metrics(gt, detections_to_coco(samples, cat_ids), img_ids, cat_ids, 'bbox')
 
     def cocometric(restrict):
         metric = CocoMetric(ann_file=ann_file, metric='bbox')
@@ -215,7 +215,7 @@ def test_coco_evaluation_matches_cocometric_on_the_same_images(shapes_root):
 
 def test_no_detections_scores_zero(shapes_root):
     gt = load_coco(osp.join(shapes_root, 'annotations', 'train.json'))
-    metrics = coco_bbox_metrics(gt, [], sorted(gt.getImgIds())[:3], sorted(gt.getCatIds()))
+    metrics = coco_metrics(gt, [], sorted(gt.getImgIds())[:3], sorted(gt.getCatIds()), 'bbox')
     assert metrics['AP'] == 0.0 and metrics['AP50'] == 0.0
 
 

@@ -52,8 +52,8 @@ def _generate_data(search_cfg: Mapping, base_dir: str, log: Callable[[str], None
 def _search_needs_masks(search_cfg: Mapping, base_dir: str) -> bool:
     """Whether the student or teacher config loads instance masks (a Mask R-CNN pair)."""
     from distill_core.model_config import config_loads_masks
-    return any(config_loads_masks(resolve_path(search_cfg[role]['config'], base_dir)) for role in ('student', 'teacher')
-               if not resolve_path(search_cfg[role]['config'], base_dir).startswith('mmdet::'))
+    paths = [resolve_path(search_cfg[role]['config'], base_dir) for role in ('student', 'teacher')]
+    return any(config_loads_masks(path) for path in paths if not path.startswith('mmdet::'))
 
 
 def backbone_checkpoint(config_path: str, base_dir: str) -> Optional[str]:

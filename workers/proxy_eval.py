@@ -20,8 +20,9 @@ from typing import Dict, Iterable, List, Sequence
 import numpy as np
 import torch
 
+from workers.settings import PROXY_METRICS   # COCOeval iouTypes: proxy.metric's choices
+
 METRIC_KEYS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')   # COCOeval.stats[0:6]
-METRICS = ('bbox', 'segm')                                   # COCOeval iouType: proxy.metric's choices
 MAX_DETS = (100, 300, 1000)                                  # as CocoMetric's proposal_nums
 
 
@@ -85,11 +86,6 @@ def coco_metrics(gt, detections: List[dict], img_ids: Sequence[int], cat_ids: Se
             for key, value in zip(METRIC_KEYS, evaluator.stats[:len(METRIC_KEYS)])}
 
 
-def coco_bbox_metrics(gt, detections: List[dict], img_ids: Sequence[int], cat_ids: Sequence[int]) -> Dict[str, float]:
-    """``coco_metrics`` of the boxes."""
-    return coco_metrics(gt, detections, img_ids, cat_ids, 'bbox')
-
-
 @torch.no_grad()
 def predict_all(model, loader) -> List:
     """The model's predictions (rescaled to original image size) on every batch of ``loader``."""
@@ -115,7 +111,7 @@ def evaluate_detector(model, loader, gt, img_ids: Sequence[int], cat_ids: Sequen
     detections = detections_to_coco(samples, cat_ids)
     has_masks = all('masks' in s.pred_instances for s in samples)
     metrics = coco_metrics(gt, detections, img_ids, cat_ids, metric)
-    for other in METRICS:
+    for other in PROXY_METRICS:
         if other != metric and (other == 'bbox' or has_masks):
             metrics.update({f'{other}_{key}': value
                             for key, value in coco_metrics(gt, detections, img_ids, cat_ids, other).items()})
