@@ -9,8 +9,16 @@ Long: about 10 trainings of 600-1200 iterations on CPU. Reuses a trained teacher
 every finished row (its work dir's final.pth): a killed run resumes at the row it was training. ``--seeds 0 1 2``
 trains every student row once per seed (``randomness.seed``; the teacher once) and reports mean and std.
 
-    .venv/bin/python benchmarks/demo_table.py [--family retinanet] [--work-dir work_dirs/demo_table]
-        [--data-root data/shapes] [--methods fgd mgd ...] [--teacher CKPT] [--seeds 0 1 2] [--json out.json]
+``--config configs/search/demo_<pair>.py`` tables a search config's pair instead (heterogeneous pairs such as
+Cascade R-CNN -> Faster R-CNN or Faster R-CNN -> RetinaNet, and Mask R-CNN, whose rows add mask AP): its teacher
+(trained where the search trains it, when missing), the student alone, the inheritance-only control when the
+pair's proxy inherits, the config's published baselines and the DetKDS genomes shipped for the student's family
+that the pair can serve, each trained exactly as ``detkds-search export`` would write it (the config's
+``full_training`` schedule and strategy: ``search.export.build_training_config``).
+
+    .venv/bin/python benchmarks/demo_table.py [--family retinanet | --config SEARCH_CONFIG]
+        [--work-dir work_dirs/demo_table] [--data-root data/shapes] [--methods fgd mgd ...] [--teacher CKPT]
+        [--seeds 0 1 2] [--json out.json]
 """
 from __future__ import annotations
 
@@ -33,6 +41,7 @@ from workers.prepare import ensure_backbone  # noqa: E402
 
 METHODS = ('fgd', 'mgd', 'pkd', 'gkd', 'gkd_global', 'crosskd', 'bckd')
 METRICS = (('AP', 'coco/bbox_mAP'), ('AP50', 'coco/bbox_mAP_50'), ('AP75', 'coco/bbox_mAP_75'))
+MASK_METRICS = (('mask AP', 'coco/segm_mAP'), ('mask AP50', 'coco/segm_mAP_50'))   # where the evaluator has segm
 DETKDS_FAMILY = {'retinanet': 'retinanet_', 'faster_rcnn': 'faster_rcnn_', 'fcos': 'fcos_', 'gfl': 'gfl_',
                  'reppoints': 'reppoints_'}
 
@@ -55,9 +64,64 @@ def rows_for(family: str, methods) -> list:
     return rows
 
 
+def pair_name(search_config: str) -> str:
+    """``configs/search/demo_cascade_faster_rcnn.py`` -> ``cascade_faster_rcnn`` (the pair's work folder)."""
+    name = osp.splitext(osp.basename(search_config))[0]
+    return name[len('demo_'):] if name.startswith('demo_') else name
+
+
+def pair_rows(search_config: str, work_root: str, methods) -> tuple:
+    """A search config's pair: (the loaded search config, rows as ``train_rows`` takes them). Every distiller row
+    is the config ``detkds-search export`` would write for those losses (the config's ``full_training`` schedule,
+    its proxy's strategy and level pairing), written to ``<work_root>/<pair>/configs/``. A DetKDS genome using an
+    input the pair cannot serve is left out, with the reason printed."""
+    from search.baselines import baseline_specs, distill_losses_of
+    from search.config import load_search_config
+    from search.export import build_training_config, proxy_strategy, render_config
+    from search.space import Space
+    cfg = load_search_config(search_config, ROOT)
+    raw, pair = cfg.raw, pair_name(search_config)
+    losses = [('student alone', None)]
+    if proxy_strategy(raw).inherit_neck_head:
+        losses.append(('student + inherited neck/head only', []))
+    for name, path in baseline_specs(raw, search_config).items():
+        if name != 'none' and name in methods:
+            losses.append((f'student + {name}', distill_losses_of(path)))
+    dropped = Space.from_file(cfg.space_path).dropped_inputs(cfg.families())
+    for path in sorted(glob.glob(osp.join(ROOT, 'configs/distillers/detkds',
+                                          f'detkds_demo_{DETKDS_FAMILY.get(cfg.family(), "-")}*.py'))):
+        entries = distill_losses_of(path)
+        unserved = sorted({term['input'] for entry in entries for term in entry['loss']['genome']['terms']}
+                          & set(dropped))
+        if unserved:
+            print(f'[demo_table] {osp.basename(path)} left out: {"; ".join(dropped[i] for i in unserved)}')
+            continue
+        losses.append((f'student + DetKDS ({osp.basename(path)[len("detkds_demo_"):-3]})', entries))
+    folder = osp.join(work_root, pair, 'configs')
+    os.makedirs(folder, exist_ok=True)
+    rows = []
+    for name, entries in losses:
+        if entries is None:
+            rows.append((name, raw['student']['config'], False, name))
+            continue
+        config = osp.join(folder, row_slug(name) + '.py')
+        text = render_config(build_training_config(raw, entries, search_config),
+                             f'# {name} on the demo pair {pair}, as `detkds-search export` writes a distiller for '
+                             f'{osp.relpath(search_config, ROOT)} (benchmarks/demo_table.py)')
+        if not osp.isfile(config) or open(config).read() != text:   # unchanged: keep the mtime (reuse)
+            with open(config, 'w') as f:
+                f.write(text)
+        rows.append((name, config, True, name))
+    return cfg, rows
+
+
+def row_slug(name: str) -> str:
+    return name.replace(' ', '_').replace('/', '_').replace('+', 'with').replace('(', '').replace(')', '')
+
+
 def row_work_dir(work_root: str, family: str, name: str, seed: int) -> str:
     """Seed 0 keeps the folder earlier single-seed tables used, so their finished rows are reused."""
-    slug = name.replace(' ', '_').replace('/', '_').replace('+', 'with').replace('(', '').replace(')', '')
+    slug = row_slug(name)
     return osp.join(work_root, family, slug if seed == 0 else f'{slug}_seed{seed}')
 
 
@@ -70,6 +134,11 @@ def prepare(family: str, data_root: str) -> dict:
         generate_shapes(data_root)
     for role in ('teacher', 'student'):   # the pretrained demo backbones (cached: made once)
         ensure_backbone(f'configs/demo/{family}_{role}.py', ROOT, data_root, {}, print, role)
+    return data_options(data_root)
+
+
+def data_options(data_root: str) -> dict:
+    """The cfg options pointing every split and evaluator at ``data_root``."""
     options = {}
     for split in ('train', 'val', 'test'):
         options[f'{split}_dataloader.dataset.data_root'] = data_root.rstrip('/') + '/'
@@ -93,7 +162,9 @@ def train_and_test(name: str, config: str, work_dir: str, options: dict, seed: i
             metrics = json.load(f)
     else:
         metrics = test(config, final, work_dir=work_dir, cfg_options=options, out=saved)
-    return {label: metrics.get(key, float('nan')) for label, key in METRICS}, final
+    row = {label: metrics.get(key, float('nan')) for label, key in METRICS}
+    row.update({label: metrics[key] for label, key in MASK_METRICS if key in metrics})
+    return row, final
 
 
 @contextlib.contextmanager
@@ -144,8 +215,9 @@ def summarise(name: str, config: str, per_seed: list) -> dict:
     model = Config.fromfile(osp.join(ROOT, config)).model
     inherits = model.get('type') == 'DetectionDistiller' and bool(model.get('inherit_neck_head'))
     row = {'row': name, 'config': config, 'inherits': inherits}
-    for label, _ in METRICS:
-        row[label] = round(statistics.fmean(m[label] for m in per_seed), 3)
+    for label, _ in METRICS + MASK_METRICS:
+        if all(label in m for m in per_seed):
+            row[label] = round(statistics.fmean(m[label] for m in per_seed), 3)
     aps = [m['AP'] for m in per_seed]
     row['aps'] = [round(ap, 4) for ap in aps]
     row['mean'] = round(statistics.fmean(aps), 4)
@@ -162,31 +234,60 @@ def test_teacher(family: str, work_root: str, options: dict, teacher: str = None
 def run(family: str, work_root: str, data_root: str, methods, teacher: str = None, seeds=(0,)) -> list:
     options = prepare(family, data_root)
     teacher_metrics, teacher_ckpt = test_teacher(family, work_root, options, teacher)
-    results = [summarise('teacher', f'configs/demo/{family}_teacher.py', [teacher_metrics])]
     rows = [(name, config, needs_teacher, name) for name, config, needs_teacher in rows_for(family, methods)
             if name != 'teacher']
-    trained = train_rows(rows, seeds, work_root, family, options, teacher_ckpt)
+    return table(rows, seeds, work_root, family, options, f'configs/demo/{family}_teacher.py', teacher_metrics,
+                 teacher_ckpt)
+
+
+def run_pair(search_config: str, work_root: str, data_root: str, methods, seeds=(0,)) -> list:
+    """The table of a search config's pair (``pair_rows``); its data, backbones and teacher are made as
+    ``detkds-search launch`` makes them (cached: shared with the pair's searches)."""
+    from workers.prepare import prepare_search_inputs
+    os.chdir(ROOT)
+    cfg, rows = pair_rows(search_config, work_root, methods)
+    prepare_search_inputs(cfg.raw, ROOT)
+    options = data_options(data_root)
+    teacher = cfg.raw['teacher']
+    pair = pair_name(search_config)
+    teacher_metrics, teacher_ckpt = train_and_test('teacher', teacher['config'],
+                                                   row_work_dir(work_root, pair, 'teacher', 0), options, 0,
+                                                   osp.abspath(teacher['checkpoint']))
+    return table(rows, seeds, work_root, pair, options, teacher['config'], teacher_metrics, teacher_ckpt)
+
+
+def table(rows, seeds, work_root: str, folder: str, options: dict, teacher_config: str, teacher_metrics: dict,
+          teacher_ckpt: str) -> list:
+    """Train every student row (``train_rows``) and summarise the table, the teacher's row first."""
+    results = [summarise('teacher', teacher_config, [teacher_metrics])]
+    trained = train_rows(rows, seeds, work_root, folder, options, teacher_ckpt)
     for name, config, _, _ in rows:
         row = summarise(name, config, trained[name])
         results.append(row)
+        mask = f"  mask AP {row['mask AP']:.3f}" if 'mask AP' in row else ''
         print(f"{name:45s} AP {row['AP']:.3f} (std {row['std']:.3f})  AP50 {row['AP50']:.3f}  "
-              f"AP75 {row['AP75']:.3f}", flush=True)
+              f"AP75 {row['AP75']:.3f}{mask}", flush=True)
     return results
 
 
 def markdown(results: list, family: str) -> str:
+    masks = [label for label, _ in MASK_METRICS if any(label in r for r in results)]
     lines = [f'Demo pair: {family} (shapes data, same schedule for every student row; means over seeds)', '',
-             '| run | inherits the teacher\'s neck/head | bbox AP | AP per seed | std | AP50 | AP75 |',
-             '|---|---|---|---|---|---|---|']
+             '| run | inherits the teacher\'s neck/head | bbox AP | AP per seed | std | AP50 | AP75 |'
+             + ''.join(f' {label} |' for label in masks), '|---|---|---|---|---|---|---|' + '---|' * len(masks)]
     lines += [f"| {r['row']} | {'yes' if r['inherits'] else ''} | {r['AP']:.3f} | "
               f"{', '.join(f'{ap:.3f}' for ap in r['aps'])} | {r['std']:.3f} | {r['AP50']:.3f} | {r['AP75']:.3f} |"
+              + ''.join(f" {r[label]:.3f} |" if label in r else ' |' for label in masks)
               for r in results]
     return '\n'.join(lines)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--family', default='retinanet', choices=sorted(DETKDS_FAMILY))
+    pair = parser.add_mutually_exclusive_group()
+    pair.add_argument('--family', default='retinanet', choices=sorted(DETKDS_FAMILY))
+    pair.add_argument('--config', help='a demo search config: table its pair (e.g. '
+                                       'configs/search/demo_cascade_faster_rcnn.py)')
     parser.add_argument('--work-dir', default='work_dirs/demo_table')
     parser.add_argument('--data-root', default='data/shapes')
     parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS)
@@ -195,9 +296,15 @@ def main(argv=None) -> None:
     parser.add_argument('--seeds', nargs='+', type=int, default=[0], help='training seeds of every student row')
     parser.add_argument('--json', help='also write the rows as JSON here')
     args = parser.parse_args(argv)
-    results = run(args.family, osp.abspath(args.work_dir), osp.abspath(args.data_root), args.methods,
-                  osp.abspath(args.teacher) if args.teacher else None, args.seeds)
-    print(markdown(results, args.family))
+    if args.config:
+        if args.teacher:
+            parser.error('--teacher: a search config names its teacher checkpoint')
+        results = run_pair(osp.abspath(args.config), osp.abspath(args.work_dir), osp.abspath(args.data_root),
+                           args.methods, args.seeds)
+    else:
+        results = run(args.family, osp.abspath(args.work_dir), osp.abspath(args.data_root), args.methods,
+                      osp.abspath(args.teacher) if args.teacher else None, args.seeds)
+    print(markdown(results, pair_name(args.config) if args.config else args.family))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(results, f, indent=2)

@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from distill_core.model_config import load_config
+from distill_core.model_config import load_config, resolve_model_config
 from search.baselines import baseline_specs
 from search.config import load_search_config
 from search.evolution import StagePlan
@@ -57,9 +57,13 @@ def test_search_config_loads_validates_and_resolves_its_space_and_baselines(path
     specs = baseline_specs(cfg.raw, path)
     assert specs.get('none', 'missing') is None, 'the student alone is the first bar'
     for name, method in specs.items():
-        if method is not None:   # a published method's losses: a distiller config with a student of this family
-            student = load_config(method).model.student.config
-            assert osp.basename(student) == osp.basename(cfg.raw['student']['config']), (name, student)
+        if method is not None:   # a published method's losses, set for a student with this student's FPN (its
+            student = load_config(method).model.student.config   # channels and levels are what the losses take)
+            if osp.basename(student) != osp.basename(cfg.raw['student']['config']):
+                necks = [resolve_model_config(config, 'student')['neck']
+                         for config in (student, osp.join(ROOT, cfg.raw['student']['config']))]
+                assert [(n['out_channels'], n['num_outs']) for n in necks] == \
+                    [(necks[1]['out_channels'], necks[1]['num_outs'])] * 2, (name, student)
     check_full_training(cfg.raw.get('full_training'), path)
 
 

@@ -23,6 +23,9 @@ proxy = dict(metric='segm')
 # Stage 1 searches the FPN features and the mask-head response (offered only to mask-head families).
 search = dict(stage1_inputs=['global', 'mask'])
 
-# The bar: the student alone. No published method ships a demo config for Mask R-CNN yet
-# (configs/distillers/<method>/<method>_demo_mask_rcnn.py), so no other baseline runs.
-baselines = ['none']
+# The bar: the student alone, and the published feature distillers with their demo Faster R-CNN losses (the Mask
+# R-CNN pair has the same 64-channel FPN and two-stage structure: FGD's fg/bg masks come from the boxes, PKD needs
+# none; their demo weights were set for it). No published method has a mask-specific term to run.
+baselines = dict(_delete_=True,   # the base's list of names is replaced, not merged
+                 none=None, fgd='configs/distillers/fgd/fgd_demo_faster_rcnn.py',
+                 pkd='configs/distillers/pkd/pkd_demo_faster_rcnn.py')
