@@ -127,14 +127,21 @@ class DetectorFamily:
         raise NotImplementedError
 
     # ---------------------------------------------------------------- the RoI mask head (Mask R-CNN)
-    # Why the family has no RoI mask head to distil, or None (``MaskRCNNFamily``).
+    # Why the family, as a teacher, has no RoI mask head to read, or None (Mask R-CNN, Cascade Mask R-CNN) ...
     mask_problem: Optional[str] = 'it has no RoI mask head'
+    # ... and why, as the student, it has no mask head to distil into, or None (Mask R-CNN only).
+    student_mask_problem: Optional[str] = 'it has no RoI mask head'
 
     def mask_recorders(self) -> Dict[str, str]:
         return {}
 
-    def roi_mask_logits(self, ctx: DistillContext) -> Optional[Tuple[Tensor, Tensor]]:
-        raise ConfigError(f'{self.name}: {self.mask_problem}')
+    def roi_mask_probs(self, ctx: DistillContext) -> Optional[Tuple[Tensor, Tensor]]:
+        """(student, teacher) mask probabilities ``N_pos x C x S x S`` on the student's positive RoIs."""
+        raise ConfigError(f'{self.name}: {self.student_mask_problem}')
+
+    def teacher_mask_probs(self, ctx: DistillContext, rois: Tensor) -> Tensor:
+        """The teacher's mask probabilities of ``rois`` (``R x 5``) as MMDetection scores masks at test time."""
+        raise ConfigError(f'the mask input needs a teacher with a RoI mask head; {self.name}: {self.mask_problem}')
 
 
 class AnchorDeltaFamily(DetectorFamily):
@@ -332,18 +339,18 @@ class CascadeFamily(TwoStageFamily):
 
 class MaskRCNNFamily(TwoStageFamily):
     """Mask R-CNN: the two-stage family plus the RoI mask head (``StandardRoIHead`` with ``mask_head``), whose
-    logits on the student's positive RoIs the ``mask`` knowledge input distils."""
+    probabilities on the student's positive RoIs the ``mask`` knowledge input distils."""
     name = 'mask_rcnn'
-    mask_problem = None
+    mask_problem = student_mask_problem = None
     _MASK_EXTRACTOR, _MASK_HEAD = 'searched.mask_roi_extractor', 'searched.mask_head'
 
     def mask_recorders(self) -> Dict[str, str]:
         return {self._MASK_EXTRACTOR: 'roi_head.mask_roi_extractor', self._MASK_HEAD: 'roi_head.mask_head'}
 
-    def roi_mask_logits(self, ctx: DistillContext) -> Optional[Tuple[Tensor, Tensor]]:
-        """Mask logits ``N_pos x C x S x S`` of the student's mask head on its own positive RoIs (from its loss
-        forward) and of the frozen teacher's mask head on the SAME RoIs pooled from the teacher's features; None
-        when the step had no positive RoI (the student's mask head did not run)."""
+    def roi_mask_probs(self, ctx: DistillContext) -> Optional[Tuple[Tensor, Tensor]]:
+        """The student's mask head on its own positive RoIs (from its loss forward) and the frozen teacher's mask
+        branch on the SAME RoIs pooled from the teacher's features; None when the step had no positive RoI (the
+        student's mask head did not run)."""
         if getattr(ctx.student.roi_head, 'share_roi_extractor', False):
             raise ConfigError(f'{self.name}: the mask input needs a student with its own mask_roi_extractor')
         extractor_call = ctx.recorded_call(self._MASK_EXTRACTOR)
@@ -351,26 +358,42 @@ class MaskRCNNFamily(TwoStageFamily):
         if extractor_call is None or head_call is None:
             return None
         rois = extractor_call[0][1].detach()
-        roi_head = getattr(ctx.teacher, 'roi_head', None)
-        if not getattr(roi_head, 'with_mask', False):
-            raise ConfigError(f'the mask input needs a teacher with a RoI mask head; {type(ctx.teacher).__name__} '
-                              'has none')
+        return head_call[1].sigmoid(), ctx.teacher_family.teacher_mask_probs(ctx, rois)
+
+    def teacher_mask_probs(self, ctx: DistillContext, rois: Tensor) -> Tensor:
+        roi_head = ctx.teacher.roi_head
+        extractor = roi_head.bbox_roi_extractor if roi_head.share_roi_extractor else roi_head.mask_roi_extractor
         with torch.no_grad():
-            extractor = roi_head.bbox_roi_extractor if roi_head.share_roi_extractor else roi_head.mask_roi_extractor
-            teacher_logits = roi_head.mask_head(teacher_roi_features(ctx, extractor, rois))
-        return head_call[1], teacher_logits
+            return roi_head.mask_head(teacher_roi_features(ctx, extractor, rois)).sigmoid()
+
+
+class CascadeMaskFamily(CascadeFamily):
+    """Cascade Mask R-CNN (``CascadeRoIHead`` with a mask head per stage). As a teacher, its mask response is
+    MMDetection's test-time mask: the mean over the stages of each stage's mask head's sigmoid, all on the same
+    boxes (``CascadeRoIHead.predict_mask``), here the student's positive RoIs."""
+    name = 'cascade_mask_rcnn'
+    mask_problem = None
+    student_mask_problem = ("its mask heads are per-stage lists: the mask input distils into a single RoI mask "
+                            "head (a Mask R-CNN student)")
+
+    def teacher_mask_probs(self, ctx: DistillContext, rois: Tensor) -> Tensor:
+        roi_head = ctx.teacher.roi_head
+        with torch.no_grad():
+            return sum(roi_head.mask_head[stage](teacher_roi_features(ctx, roi_head.mask_roi_extractor[stage],
+                                                                      rois)).sigmoid()
+                       for stage in range(roi_head.num_stages)) / roi_head.num_stages
 
 
 FAMILIES: Dict[str, DetectorFamily] = {f.name: f for f in (
     RetinaNetFamily(), FCOSFamily(), GFLFamily(), RepPointsFamily(), TwoStageFamily(), CascadeFamily(),
-    MaskRCNNFamily())}
+    CascadeMaskFamily(), MaskRCNNFamily())}
 
 
 def family_of(detector: nn.Module) -> DetectorFamily:
     """The family of a detector, from its dense head's type (most specific class first)."""
     head = getattr(detector, dense_head_name(detector))
     if isinstance(getattr(detector, 'roi_head', None), CascadeRoIHead):
-        return FAMILIES['cascade_rcnn']
+        return FAMILIES['cascade_mask_rcnn' if detector.roi_head.with_mask else 'cascade_rcnn']
     for family in (FAMILIES['gfl'], FAMILIES['retinanet'], FAMILIES['fcos'], FAMILIES['reppoints'],
                    FAMILIES['faster_rcnn']):
         if isinstance(head, family.head_types):

@@ -27,8 +27,9 @@ every pair and sums them (one sum per part, as the reference release summed one 
 * ``cross_head`` (CrossKD): the class maps of the student's head crossed into the teacher's head at the input
   parameter ``cross_index`` (``cross_head.py``) through a sigmoid, against the teacher's own; dense heads with
   stacked-conv towers only (GFL, RetinaNet, FCOS), the reason otherwise in ``DetectorFamily.cross_problem``;
-* ``mask``: the RoI mask head's logits (``N_pos x C x 28 x 28``) through a sigmoid, student on its positive RoIs,
-  teacher evaluated on the same RoIs; mask-head families only (Mask R-CNN), ``DetectorFamily.mask_problem``.
+* ``mask``: the RoI mask head's probabilities (``N_pos x C x 28 x 28``), student on its positive RoIs, teacher
+  evaluated on the same RoIs (a Cascade Mask R-CNN teacher: the mean of its stages'); a Mask R-CNN student and a
+  mask-head teacher only (``DetectorFamily.student_mask_problem`` / ``mask_problem``).
 
 Where each detector family keeps those tensors (dense head, class maps, boxes, targets, head towers) is
 ``families.py``; this module only says what each input takes (recorders vs. connectors, as in mmrazor). The
@@ -291,7 +292,8 @@ class MaskResponse(KnowledgeInput):
     student boxes, as the two-stage ``logits`` input does for RoI classification). All C class channels are
     distilled, not only the GT class's: the teacher's masks for the other classes are its shape prior for that
     box (dark knowledge, as soft class scores are), and every response transform then has a class axis to act on.
-    Mask-head families only (``DetectorFamily.mask_problem``)."""
+    Mask-head students only (Mask R-CNN); the teacher may be a Cascade Mask R-CNN, whose response is the mean of its
+    stages' mask probabilities (``DetectorFamily.teacher_mask_probs``)."""
     name = 'mask'
     uses_recorders = True   # the student's mask RoI extractor (its RoIs) and mask head (its logits)
 
@@ -300,20 +302,19 @@ class MaskResponse(KnowledgeInput):
 
     @classmethod
     def family_problem(cls, family):
-        return family.mask_problem
+        return family.student_mask_problem
 
     @classmethod
     def pair_problem(cls, teacher, student):
-        if student.mask_problem or teacher.mask_problem is None:
-            return student.mask_problem
+        if student.student_mask_problem or teacher.mask_problem is None:
+            return student.student_mask_problem
         return f'the {teacher.name} teacher: {teacher.mask_problem}'
 
     def parts(self, ctx, family, distance):
-        logits = family.roi_mask_logits(ctx)
-        if logits is None:   # no positive RoI this step: nothing to distil
+        probs = family.roi_mask_probs(ctx)
+        if probs is None:   # no positive RoI this step: nothing to distil
             return [Part('mask', [])]
-        student, teacher = logits
-        return [Part('mask', [(student.sigmoid(), teacher.sigmoid())])]
+        return [Part('mask', [probs])]
 
 
 INPUTS: Dict[str, type] = {cls.name: cls for cls in (

@@ -67,11 +67,15 @@ class SearchConfig:
         return self.teacher_family(), self.family()
 
     def _family_of(self, role: str) -> Optional[str]:
-        from distill_core.model_config import resolve_model_config
+        from distill_core.model_config import has_mask_head, resolve_model_config
         config = self.raw[role]['config']
         path = config if not isinstance(config, str) or osp.isabs(config) or config.startswith('mmdet::') \
             else osp.join(self.base_dir, config)
-        return FAMILY_OF_TYPE.get(resolve_model_config(path, role).get('type'))
+        model = resolve_model_config(path, role)
+        family = FAMILY_OF_TYPE.get(model.get('type'))
+        if family == 'cascade_rcnn' and has_mask_head(model):   # mmdet types Cascade Mask R-CNN as CascadeRCNN
+            return 'cascade_mask_rcnn'
+        return family
 
 
 def load_search_config(path: str, base_dir: Optional[str] = None) -> SearchConfig:

@@ -275,3 +275,72 @@ def test_proxy_level_pairing_reaches_the_trial_distiller_and_the_export(checkpoi
     assert 'level_pairing' not in build_training_config(cfg.raw, [], 'x.py')['model']   # the default stays implicit
     with pytest.raises(ConfigError, match="proxy.level_pairing.*expected one of \\['stride', 'index'\\], got 'size'"):
         check_search_config(dict(raw, proxy=dict(raw['proxy'], level_pairing='size')), 'my.py')
+
+
+# ------------------------------------------------------------------------------------------------ cascade mask teacher
+@pytest.fixture(scope='module')
+def cascade_mask_teacher(tmp_path_factory):
+    """The demo Cascade R-CNN teacher with the demo Mask R-CNN's mask branch on each of its 3 stages (random
+    weights, saved as a checkpoint): (config, checkpoint)."""
+    from distill_core.checkpoint import save_atomic
+    from distill_core.model_config import build_in_mmdet_scope
+    from mmengine.config import Config
+    folder = tmp_path_factory.mktemp('cascade_mask')
+    config = folder / 'cascade_mask_rcnn_teacher.py'
+    mask = Config.fromfile(demo_config_path('mask_rcnn_teacher')).model.roi_head
+    config.write_text(f"_base_ = [{demo_config_path('cascade_rcnn_teacher')!r}]\n"
+                      f"model = dict(roi_head=dict(mask_roi_extractor={mask.mask_roi_extractor.to_dict()!r},\n"
+                      f"                           mask_head={mask.mask_head.to_dict()!r}))\n")
+    torch.manual_seed(0)
+    model = build_in_mmdet_scope(Config.fromfile(str(config)).model)
+    model.init_weights()
+    checkpoint = str(folder / 'cascade_mask_rcnn_teacher.pth')
+    save_atomic({'state_dict': model.state_dict(), 'meta': {}}, checkpoint)
+    return str(config), checkpoint
+
+
+def test_cascade_mask_teacher_masks_are_the_mean_of_its_stages(cascade_mask_teacher, shapes_root):
+    from .test_space_mask import mask_term
+    config, checkpoint = cascade_mask_teacher
+    genome = Genome((mask_term(),))
+    torch.manual_seed(0)
+    model = DetectionDistiller(
+        teacher=dict(config=config, checkpoint=checkpoint), student=dict(config=demo_config_path('mask_rcnn_student')),
+        distill_losses=[dict(name='searched', loss=dict(type='SearchedDistillLoss', genome=genome.to_json()))])
+    model.init_weights()
+    model.train()
+    assert family_of(model.teacher) is FAMILIES['cascade_mask_rcnn'] and len(model.teacher.roi_head.mask_head) == 3
+    losses, ctx = one_step(model, 'mask_rcnn', shapes_root)
+    assert torch.isfinite(losses['loss_searched_mask']) and losses['loss_searched_mask'] > 0
+    losses['loss_searched_mask'].backward()
+    assert all(p.grad is None for p in model.teacher.parameters())
+    assert model.student.roi_head.mask_head.conv_logits.weight.grad.abs().sum() > 0
+    # by hand: each stage's mask branch on the student's positive RoIs; MMDetection's test-time mask is the mean of
+    # the stages' sigmoids
+    rois = ctx.recorded_call('searched.mask_roi_extractor')[0][1].detach()
+    head = model.teacher.roi_head
+    with torch.no_grad():
+        stages = [head._mask_forward(stage, tuple(ctx.all_teacher_feats), rois)['mask_preds'].sigmoid()
+                  for stage in range(3)]
+    assert not torch.allclose(stages[0], stages[2])
+    (part,) = INPUTS['mask']().parts(ctx, ctx.student_family, 'l2')
+    ((student, teacher),) = part.pairs
+    torch.testing.assert_close(teacher, sum(stages) / 3)
+    assert student.requires_grad and student.shape == teacher.shape == (len(rois), 3, 28, 28)
+
+
+def test_a_cascade_mask_teacher_is_recognised_in_a_search_config_and_serves_mask(cascade_mask_teacher, tmp_path,
+                                                                                monkeypatch):
+    monkeypatch.chdir(ROOT)
+    config, checkpoint = cascade_mask_teacher
+    search = tmp_path / 'cascade_mask_search.py'
+    search.write_text(f"_base_ = [{osp.join(ROOT, 'configs', 'search', 'demo_mask_rcnn.py')!r}]\n"
+                      f"teacher = dict(config={config!r}, checkpoint={checkpoint!r})\n")
+    cfg = load_search_config(str(search), ROOT)
+    assert cfg.families() == ('cascade_mask_rcnn', 'mask_rcnn')
+    space = Space.from_file(cfg.space_path)
+    assert 'mask' in space.offered_inputs(cfg.families()) and 'logits' in space.offered_inputs(cfg.families())
+    # a cascade student has per-stage mask heads: the input is not offered to it, with the reason
+    assert "its mask heads are per-stage lists" in space.input_problem('mask', ('mask_rcnn', 'cascade_mask_rcnn'))
+    assert space.input_problem('mask', ('cascade_rcnn', 'mask_rcnn')).endswith(
+        'the cascade_rcnn teacher: it has no RoI mask head')
