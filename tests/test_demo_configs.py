@@ -174,7 +174,7 @@ def _zoo_weights(family_dir):
 
 def test_coco_pairs_index_points_at_real_configs_and_zoo_checkpoints():
     pairs = Config.fromfile(osp.join(COCO_DIR, 'pairs.py')).pairs
-    assert len(pairs) == 8   # DetKDS's seven pairs (RetinaNet twice) and PKD's FCOS -> RetinaNet
+    assert len(pairs) == 9   # DetKDS's seven pairs (RetinaNet twice) and PKD's FCOS and Swin -> RetinaNet
     for name, pair in pairs.items():
         for role in ROLES:
             assert osp.isfile(osp.join(ROOT, pair[role])), (name, role)

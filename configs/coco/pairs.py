@@ -1,5 +1,5 @@
-# The published COCO teacher -> student pairs (DetKDS, ICML 2024; and PKD's heterogeneous FCOS -> RetinaNet), one
-# entry per pair.
+# The published COCO teacher -> student pairs (DetKDS, ICML 2024; and PKD's heterogeneous FCOS -> RetinaNet and
+# Mask R-CNN Swin-S -> RetinaNet), one entry per pair.
 # Nothing is downloaded at run time: place the files below in checkpoints/ (repository root) first.
 #   teacher_checkpoint:  the teacher's MMDetection model-zoo weights (file names as in mmdet's metafiles)
 #   student_pretrained:  the ImageNet backbone the student config initialises from
@@ -62,5 +62,13 @@ pairs = dict(
                             '-ede514a8.pth'),
         student_pretrained='checkpoints/resnet50-0676ba61.pth',
         teacher_box_ap=42.6,
+        student_box_ap=37.4),
+    mask_rcnn_swin_s_to_retinanet_r50=dict(
+        teacher='configs/coco/mask-rcnn_swin-s-p4-w7_fpn_amp-ms-crop-3x_coco.py',
+        student='configs/coco/retinanet_r50_fpn_2x_coco.py',
+        teacher_checkpoint=('checkpoints/mask_rcnn_swin-s-p4-w7_fpn_fp16_ms-crop-3x_coco'
+                            '_20210903_104808-b92c91f1.pth'),
+        student_pretrained='checkpoints/resnet50-0676ba61.pth',
+        teacher_box_ap=48.2,
         student_box_ap=37.4),
 )

@@ -29,7 +29,3 @@ baselines = dict(
     none=None,
     pkd='configs/distillers/pkd/pkd_retinanet_x101_r50_2x_coco.py',
 )
-
-# PKD's other heterogeneous pair, Mask R-CNN Swin-S -> RetinaNet R-50 2x (41.5 AP), has no config yet: it needs a
-# configs/coco teacher on mmdet's swin/mask-rcnn_swin-s-p4-w7_fpn_amp-ms-crop-3x_coco.py and a pairs.py entry (with its
-# Swin checkpoint), and its two-stage -> one-stage wiring is only tested on the demo's ResNet detectors.
