@@ -174,9 +174,13 @@ def cosine_similarity(a: Tensor, b: Tensor, dim: int = 1, eps: float = 1e-8) -> 
     ``(a . b) * rsqrt(|a|^2 |b|^2)`` on the reduced maps: on CPU ``linalg_vector_norm`` over a non-innermost dim
     (dim 1 of a feature map) is ~20x slower than a sum of squares, and dividing both full-size inputs by their
     norms costs two more full-size ops and their backward. Same values up to float rounding; below ``eps`` the
-    clamp's gradient is 0, so a zero vector gives a zero value and a finite gradient, never NaN."""
-    squared_norms = a.pow(2).sum(dim=dim).clamp_min(eps * eps) * b.pow(2).sum(dim=dim).clamp_min(eps * eps)
-    return (a * b).sum(dim=dim) * squared_norms.rsqrt()   # the norms' product on reduced maps only
+    clamp's gradient is 0, so a zero vector gives a zero value and a finite gradient, never NaN.
+    One rsqrt per side, each of a squared norm clamped at ``eps^2``: rsqrt's derivative grows as x^-1.5, and on the
+    product of two clamped squared norms (down to eps^4 = 1e-32) it overflows float32 to inf, which the clamp's
+    zero gradient turns into NaN (a near-constant class map under ``pearson`` corrupted a whole student in one step)."""
+    inverse_norm_a = a.pow(2).sum(dim=dim).clamp_min(eps * eps).rsqrt()
+    inverse_norm_b = b.pow(2).sum(dim=dim).clamp_min(eps * eps).rsqrt()
+    return (a * b).sum(dim=dim) * inverse_norm_a * inverse_norm_b   # on the reduced maps only
 
 
 @DISTANCES.register_module(name='cos')

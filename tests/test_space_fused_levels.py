@@ -204,3 +204,14 @@ def test_cosine_similarity_of_zero_vectors_is_zero_with_finite_gradient():
     grad, = torch.autograd.grad(value.sum(), a)
     assert torch.isfinite(grad).all()
     assert torch.allclose(value, F.cosine_similarity(a, b, dim=1, eps=1e-8))
+
+
+@pytest.mark.parametrize('small, other', [(1e-11, 1e-7), (0.0, 1e-6), (0.0, 0.0)])
+def test_cosine_similarity_of_near_zero_float32_vectors_has_finite_gradients(small, other):
+    # both sides near zero in float32 (a near-constant class map centred by `pearson`): on the product of the two
+    # clamped squared norms (down to 1e-32) rsqrt's derivative overflowed to inf and the clamp made it NaN,
+    # which corrupted a whole student in one optimiser step (the DetKDS Faster R-CNN genome's logits term)
+    a = torch.full((2, 3, 4), small, requires_grad=True)
+    b = torch.full((2, 3, 4), other, requires_grad=True)
+    grad_a, grad_b = torch.autograd.grad(cosine_similarity(a, b, dim=1).sum(), (a, b))
+    assert torch.isfinite(grad_a).all() and torch.isfinite(grad_b).all()
