@@ -15,3 +15,7 @@ class CheckpointError(DetKDSError):
 
 class DataError(DetKDSError):
     """A dataset folder or annotation file is missing or malformed."""
+
+
+class TrainingError(DetKDSError):
+    """A training run diverged (a non-finite loss): stopped early rather than training NaN weights to the end."""

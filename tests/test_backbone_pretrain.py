@@ -114,3 +114,22 @@ def test_teacher_training_prints_progress_lines_not_the_framework_log(tmp_path, 
     logs = [osp.join(root, f) for root, _, files in os.walk(tmp_path / 'teacher') for f in files if f.endswith('.log')]
     text = ''.join(open(path).read() for path in logs)
     assert 'Config:' in text and 'Average Precision' in text   # the full log is kept in the work folder
+
+
+def test_a_diverging_training_stops_with_a_one_line_error_and_no_final_checkpoint(tmp_path, shapes_root):
+    """An absurd learning rate makes the weights non-finite within a few steps: `train` stops at the next check
+    (every 10 iterations) naming the non-finite terms, instead of training NaN weights to the end."""
+    from distill_core.errors import TrainingError
+    from workers.full_training import train
+    from workers.prepare import _teacher_data_options
+    config = demo_config_path('retinanet_student')
+    options = _teacher_data_options(config, shapes_root)
+    options.update({'train_cfg.max_iters': 40, 'train_cfg.val_interval': 40, 'train_dataloader.batch_size': 2,
+                    'param_scheduler': [], 'optim_wrapper.optimizer.lr': 1e30, 'optim_wrapper.clip_grad': None})
+    with pytest.raises(TrainingError) as info:
+        train(config, work_dir=str(tmp_path / 'diverged'), cfg_options=options)
+    message = str(info.value)
+    assert message.startswith('training diverged by iteration '), message
+    assert 'loss = nan' in message or 'loss = inf' in message, message
+    assert int(message.split('iteration ')[1].split(':')[0]) in (10, 20, 30) and '\n' not in message
+    assert 'loss_cls = ' in message and not osp.exists(tmp_path / 'diverged' / 'final.pth')

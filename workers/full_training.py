@@ -126,6 +126,33 @@ def _progress_hook(label: str, log, prefix: str = '[prepare]'):
     return ProgressLineHook()
 
 
+def _divergence_hook(interval: int = 10):
+    """A hook stopping the run with ``TrainingError`` at the first checked iteration whose loss is not finite, naming
+    the non-finite loss terms: a NaN gradient corrupts every weight in one step, and training the remaining
+    iterations would only end in a checkpoint of NaNs and an AP of nan. Checked every ``interval`` iterations
+    (a float() of the loss synchronises a GPU)."""
+    import math
+
+    from mmengine.hooks import Hook
+
+    from distill_core.errors import TrainingError
+
+    class DivergenceHook(Hook):
+        priority = 'LOW'
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            loss = (outputs or {}).get('loss')
+            if loss is None or (runner.iter + 1) % interval or math.isfinite(float(loss)):
+                return
+            terms = [f'{k} = {float(v):.4g}' for k, v in outputs.items()
+                     if k.startswith('loss') and k != 'loss' and not math.isfinite(float(v))]
+            raise TrainingError(f'training diverged by iteration {runner.iter + 1}: loss = {float(loss)}'
+                                f'{" (" + ", ".join(terms) + ")" if terms else ""}; stopped, no final checkpoint '
+                                f'written (log in {runner.work_dir})')
+
+    return DivergenceHook()
+
+
 def train(config_path: str, work_dir: Optional[str] = None, launcher: str = 'none',
           cfg_options: Optional[Mapping] = None, resume: bool = False,
           progress: Optional[Mapping] = None) -> str:
@@ -156,6 +183,7 @@ def train(config_path: str, work_dir: Optional[str] = None, launcher: str = 'non
                     log(line)
 
             runner.register_hook(_progress_hook(**dict(progress, log=to_console)))
+        runner.register_hook(_divergence_hook())
         runner.train()
     last_file = osp.join(cfg.work_dir, 'last_checkpoint')
     if not osp.isfile(last_file):
