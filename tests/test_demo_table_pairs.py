@@ -29,7 +29,8 @@ def _config(name):
     return osp.join(ROOT, 'configs', 'search', name)
 
 
-def test_heterogeneous_pair_rows_use_the_pairs_teacher_and_the_methods_losses(tmp_path):
+def test_heterogeneous_pair_rows_use_the_pairs_teacher_and_the_methods_losses(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)   # paths inside the configs are relative to the folder benchmarks run in
     cfg, rows = demo_table.pair_rows(_config('demo_cascade_faster_rcnn.py'), str(tmp_path), demo_table.METHODS)
     names = [name for name, _, _, _ in rows]
     # the config's baselines (none -> the student alone), no inheritance control (the pair does not inherit),
@@ -50,7 +51,8 @@ def test_heterogeneous_pair_rows_use_the_pairs_teacher_and_the_methods_losses(tm
     assert osp.getmtime(rows[1][1]) == before   # an unchanged config is not rewritten: its finished rows are reused
 
 
-def test_mask_rcnn_pair_trains_a_row_and_tables_mask_ap(tmp_path, shapes_root, demo_teacher_checkpoint):
+def test_mask_rcnn_pair_trains_a_row_and_tables_mask_ap(tmp_path, shapes_root, demo_teacher_checkpoint, monkeypatch):
+    monkeypatch.chdir(ROOT)
     _, rows = demo_table.pair_rows(_config('demo_mask_rcnn.py'), str(tmp_path), ['pkd'])
     assert [name for name, _, _, _ in rows] == ['student alone', 'student + inherited neck/head only',
                                                 'student + pkd']
