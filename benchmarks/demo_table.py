@@ -57,11 +57,17 @@ def rows_for(family: str, methods) -> list:
         path = f'configs/distillers/{method}/{method}_demo_{family}.py'
         if osp.isfile(osp.join(ROOT, path)):
             rows.append((f'student + {method}', path, True))
-    for path in sorted(glob.glob(osp.join(ROOT, 'configs/distillers/detkds',
-                                          f'detkds_demo_{DETKDS_FAMILY[family]}*.py'))):
-        name = osp.basename(path)[len('detkds_demo_'):-3]
-        rows.append((f'student + DetKDS ({name})', osp.relpath(path, ROOT), True))
+    rows += [(name, osp.relpath(path, ROOT), True) for name, path in detkds_rows(family)]
     return rows
+
+
+def detkds_rows(family: str) -> list:
+    """(row name, config path) of the DetKDS searched distillers shipped for the student family, one per published
+    COCO pair (``configs/distillers/detkds/detkds_demo_<pair>.py``); none for a family without any."""
+    if family not in DETKDS_FAMILY:
+        return []
+    paths = sorted(glob.glob(osp.join(ROOT, 'configs/distillers/detkds', f'detkds_demo_{DETKDS_FAMILY[family]}*.py')))
+    return [(f'student + DetKDS ({osp.basename(path)[len("detkds_demo_"):-3]})', path) for path in paths]
 
 
 def pair_name(search_config: str) -> str:
@@ -88,15 +94,14 @@ def pair_rows(search_config: str, work_root: str, methods) -> tuple:
         if name != 'none' and name in methods:
             losses.append((f'student + {name}', distill_losses_of(path)))
     dropped = Space.from_file(cfg.space_path).dropped_inputs(cfg.families())
-    for path in sorted(glob.glob(osp.join(ROOT, 'configs/distillers/detkds',
-                                          f'detkds_demo_{DETKDS_FAMILY.get(cfg.family(), "-")}*.py'))):
+    for name, path in detkds_rows(cfg.family()):
         entries = distill_losses_of(path)
         unserved = sorted({term['input'] for entry in entries for term in entry['loss']['genome']['terms']}
                           & set(dropped))
         if unserved:
             print(f'[demo_table] {osp.basename(path)} left out: {"; ".join(dropped[i] for i in unserved)}')
             continue
-        losses.append((f'student + DetKDS ({osp.basename(path)[len("detkds_demo_"):-3]})', entries))
+        losses.append((name, entries))
     folder = osp.join(work_root, pair, 'configs')
     os.makedirs(folder, exist_ok=True)
     rows = []
@@ -108,11 +113,19 @@ def pair_rows(search_config: str, work_root: str, methods) -> tuple:
         text = render_config(build_training_config(raw, entries, search_config),
                              f'# {name} on the demo pair {pair}, as `detkds-search export` writes a distiller for '
                              f'{osp.relpath(search_config, ROOT)} (benchmarks/demo_table.py)')
-        if not osp.isfile(config) or open(config).read() != text:   # unchanged: keep the mtime (reuse)
+        if _read(config) != text:   # unchanged: keep the mtime (reuse)
             with open(config, 'w') as f:
                 f.write(text)
         rows.append((name, config, True, name))
     return cfg, rows
+
+
+def _read(path: str):
+    """The text of ``path``, or None when there is no such file."""
+    if not osp.isfile(path):
+        return None
+    with open(path) as f:
+        return f.read()
 
 
 def row_slug(name: str) -> str:
