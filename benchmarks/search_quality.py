@@ -64,13 +64,14 @@ def run_search(config: str, study: str) -> dict:
                 answer=answer, answer_text=describe_answer(answer), trials=trials)
 
 
-def exported_rows(study: str, answer: dict) -> list:
+def exported_rows(study: str, answer: dict, search_config: str) -> list:
     """(row name, exported config, published) for the answer and, where it is a published method (a baseline no
-    searched genome beat, or a published genome), the best searched genome as well (when it is a different one)."""
-    best = export_study(study)
+    searched genome beat, or a published genome), the best searched genome as well (when it is a different one).
+    ``search_config`` is this run's config: the path the study recorded may be another checkout's."""
+    best = export_study(study, search_config=search_config)
     rows = [(f'search answer: {answer["label"]}', best.path, bool(answer['published']))]
     if answer['published']:
-        searched = export_study(study, searched=True)
+        searched = export_study(study, searched=True, search_config=search_config)
         if searched.formula != best.formula:
             rows.append((f'best searched genome: {searched.formula}', searched.path, False))
     return rows
@@ -154,8 +155,9 @@ def main(argv=None) -> None:
     options = demo_table.prepare(family, data_root)
     teacher_metrics, _ = demo_table.test_teacher(family, work_root, options, teacher)
     # the exported rows first (what only this benchmark trains), then demo_table's rows (possibly trained already)
+    exported = exported_rows(study, search['answer'], osp.abspath(args.config))
     rows = [(name, osp.relpath(path, ROOT), True, 'published' if published else 'searched',
-             f'{study}_{osp.basename(path)[:-3]}') for name, path, published in exported_rows(study, search['answer'])]
+             f'{study}_{osp.basename(path)[:-3]}') for name, path, published in exported]
     for name, config, needs_teacher in demo_table.rows_for(family, args.methods):
         if name != 'teacher':
             rows.append((name, config, needs_teacher, 'control' if name in CONTROLS else 'published', name))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 EXIT_USER_ERROR = 2
 
@@ -63,7 +63,7 @@ def cmd_pretrain_backbone(args) -> None:
 def cmd_test(args) -> None:
     from workers.full_training import test
     metrics = test(args.config, args.checkpoint, args.work_dir, args.launcher, _parse_options(args.cfg_options),
-                   args.out)
+                   args.out, quiet=not args.verbose)
     print(json.dumps(metrics, indent=2, sort_keys=True))
 
 
@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument('checkpoint')
     runner_args(test)
     test.add_argument('--out', help='write the metrics as JSON here')
+    test.add_argument('--verbose', action='store_true', help='print mmengine\'s full log and pycocotools\' tables '
+                                                             '(default: only the metrics; the log stays in --work-dir)')
     test.set_defaults(func=cmd_test)
 
     pretrain = sub.add_parser('pretrain-backbone', help='pretrain a detector config\'s backbone on a COCO-style '

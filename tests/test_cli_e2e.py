@@ -100,6 +100,10 @@ def test_end_to_end_teacher_distill_transfer_test(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     teacher = json.load(open(osp.join(cwd, 'teacher_metrics.json')))
     assert teacher['coco/bbox_mAP'] > 0.08, teacher   # ~0.12 at 300 iterations, ~0.6 at 1200
+    # quiet by default: the console gets the metrics alone; pycocotools' table goes to the work folder
+    assert json.loads(proc.stdout) == teacher
+    with open(osp.join(cwd, 'work_dirs/t/console.log')) as f:
+        assert 'Average Precision' in f.read()
 
     proc = run_cli(['train', osp.join(ROOT, 'configs/demo/distill_retinanet_fi.py'), '--work-dir', 'work_dirs/d',
                     '--cfg-options', 'train_cfg.max_iters=60', 'train_cfg.val_interval=60',

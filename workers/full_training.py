@@ -153,6 +153,19 @@ def _divergence_hook(interval: int = 10):
     return DivergenceHook()
 
 
+@contextlib.contextmanager
+def _console_to_log(work_dir: str, quiet: bool):
+    """Quiet: what the libraries print (pycocotools' dataset loading and AP tables) goes to console.log in the
+    work folder. Yields the console the caller printed to, where progress lines still go."""
+    console = sys.stdout
+    if not quiet:
+        yield console
+        return
+    os.makedirs(work_dir, exist_ok=True)
+    with open(osp.join(work_dir, 'console.log'), 'a') as sink, contextlib.redirect_stdout(sink):
+        yield console
+
+
 def train(config_path: str, work_dir: Optional[str] = None, launcher: str = 'none',
           cfg_options: Optional[Mapping] = None, resume: bool = False,
           progress: Optional[Mapping] = None) -> str:
@@ -169,13 +182,8 @@ def train(config_path: str, work_dir: Optional[str] = None, launcher: str = 'non
         # torch's weights_only loader refuses; they are files this tool wrote, so load them in full.
         os.environ['TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'] = '1'
     runner = _runner_class(quiet=progress is not None).from_cfg(cfg)
-    with contextlib.ExitStack() as quiet:
+    with _console_to_log(cfg.work_dir, progress is not None) as console:
         if progress is not None:
-            # what the libraries print (pycocotools' dataset loading and AP tables) goes to console.log in the
-            # work folder; the progress lines still reach the console the caller printed to
-            console = sys.stdout
-            sink = quiet.enter_context(open(osp.join(cfg.work_dir, 'console.log'), 'a'))
-            quiet.enter_context(contextlib.redirect_stdout(sink))
             log = progress['log']
 
             def to_console(line: str) -> None:
@@ -212,15 +220,15 @@ def write_weights_only(runner_checkpoint: str, out: str) -> None:
 
 
 def test(config_path: str, checkpoint: str, work_dir: Optional[str] = None, launcher: str = 'none',
-         cfg_options: Optional[Mapping] = None, out: Optional[str] = None) -> Dict[str, float]:
+         cfg_options: Optional[Mapping] = None, out: Optional[str] = None, quiet: bool = False) -> Dict[str, float]:
     """Evaluate a checkpoint with the config's test evaluator (COCO bbox AP through pycocotools, and mask AP
-    (``coco/segm_mAP``...) beside it where the evaluator asks for ``segm``)."""
-    from mmengine.runner import Runner
+    (``coco/segm_mAP``...) beside it where the evaluator asks for ``segm``). ``quiet``: the console shows warnings
+    only; mmengine's log and pycocotools' tables go to the work folder (``console.log`` and the run's log)."""
     cfg = prepare_config(config_path, work_dir, launcher, cfg_options)
     check_datasets(cfg, ('test_dataloader',))
     if not cfg.get('test_dataloader') or not cfg.get('test_evaluator'):
         raise ConfigError(f'{config_path} has no test_dataloader / test_evaluator')
-    runner = Runner.from_cfg(cfg)
+    runner = _runner_class(quiet).from_cfg(cfg)
     model = runner.model.module if hasattr(runner.model, 'module') else runner.model
     state = state_dict_of(load_checkpoint_file(checkpoint, 'test'))
     missing, _unexpected, wrong = mismatches(model, state)
@@ -230,7 +238,8 @@ def test(config_path: str, checkpoint: str, work_dir: Optional[str] = None, laun
         raise CheckpointError(f'checkpoint {checkpoint} does not match {config_path}: {len(missing)} missing and '
                               f'{len(wrong)} shape-mismatched tensors (e.g. {example})')
     model.load_state_dict(state, strict=False)   # already read and checked above: no second read
-    metrics = {k: float(v) for k, v in runner.test().items()}
+    with _console_to_log(cfg.work_dir, quiet):
+        metrics = {k: float(v) for k, v in runner.test().items()}
     if out:
         os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
         tmp = out + '.tmp'
