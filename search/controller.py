@@ -188,8 +188,11 @@ class Launch:
         def published_name(genome: Dict[str, Any]):
             return self.space.published_name(Genome.parse(genome), proxy_strategy(self.cfg.raw))
 
+        def variant_of(genome: Dict[str, Any]):
+            return self.space.variant_of(Genome.parse(genome))
+
         answer = decide_answer(results_of(study, self.storage_shown), baseline_seeds(self.cfg.raw, self.cfg.source),
-                               published_name)
+                               published_name, variant_of)
         if answer is not None:
             study.set_user_attr(STUDY_ANSWER, json.dumps(answer, sort_keys=True))
             self.log(f'[search] answer: {describe_answer(answer)}')

@@ -229,11 +229,13 @@ def _std(values: List[float]) -> Optional[float]:
     return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
 
 
-def decide_answer(results: 'StudyResults', seeds: List[int], published_name=None) -> Optional[Dict[str, Any]]:
+def decide_answer(results: 'StudyResults', seeds: List[int], published_name=None,
+                  variant_of=None) -> Optional[Dict[str, Any]]:
     """The search's answer: its decided genome unless a baseline has a higher mean over the same seeds.
 
     The baselines ran first, so they are the incumbents: a searched genome must have a strictly higher mean to
-    be the answer. ``published_name(genome dict) -> name or None`` says whether a genome is a published method.
+    be the answer. ``published_name(genome dict) -> name or None`` says whether a genome is a published method;
+    ``variant_of(genome dict) -> name or None`` whether a new one is a published method's terms re-weighted.
     """
     ranked = results.ranked()
     winner = ranked[0] if ranked and ranked[0].key == results.decided_winner() else None
@@ -256,6 +258,8 @@ def decide_answer(results: 'StudyResults', seeds: List[int], published_name=None
         answer = dict(kind='genome', key=winner.key, label=winner.formula, published=name is not None,
                       published_name=name, value=winner.value, std=_std([t.value for t in trials]),
                       seeds=len(trials))
+        if name is None and variant_of is not None:
+            answer['variant_of'] = variant_of(winner.genome)
     answer['bar'] = bar
     answer['margin'] = None if bar is None else answer['value'] - bar['value']
     return answer
@@ -266,6 +270,8 @@ def describe_answer(answer: Mapping[str, Any]) -> str:
     spread = f' +- {answer["std"]:.4f}' if answer.get('std') is not None else ''
     what = (f'the published baseline {answer["label"]}' if answer['kind'] == 'baseline' else
             f'the published method {answer["published_name"]} ({answer["label"]})' if answer['published'] else
+            f'the published method {answer["variant_of"]} with other weights or training strategy: '
+            f'{answer["label"]}' if answer.get('variant_of') else
             f'a new formulation: {answer["label"]}')
     line = f'{what}, proxy AP {answer["value"]:.4f}{spread} over {answer["seeds"]} seed(s)'
     bar = answer.get('bar')

@@ -222,6 +222,14 @@ class Space:
                 return name
         return None
 
+    def variant_of(self, genome: Genome) -> Optional[str]:
+        """The name of the published genome whose terms ``genome`` computes with other weights (or another training
+        strategy), or None: a search that only re-weights a published loss has not found a new formulation, and its
+        answer says so."""
+        shape = _unweighted_key(genome)
+        return next((name for name, published in self.named_genomes().items()
+                     if _unweighted_key(published) == shape), None)
+
     # ------------------------------------------------------------------ validation
     def term_problem(self, term: Term, family: Family = None) -> Optional[str]:
         """Why ``term`` is not in this space, or None."""
@@ -302,6 +310,12 @@ def family_label(family: Family) -> str:
 def _within(family: Family, families: Sequence[str]) -> bool:
     """Whether both sides of the pair are among ``families`` (family-only distances compare both heads)."""
     return all(side is None or side in families for side in family_pair(family))
+
+
+def _unweighted_key(genome: Genome) -> str:
+    """The key of ``genome``'s active terms at weight 1 and without a strategy: equal for genomes that differ only
+    in weights and training strategy."""
+    return Genome(tuple(t.replace(weight=1.0) for t in genome.active_terms)).key()
 
 
 def _distinct_terms(genomes, input: str) -> List[Term]:

@@ -241,3 +241,16 @@ def test_published_name_says_which_published_genome_a_genome_is(space):
     assert space.published_name(space.published['retinanet_r101_r50']) == 'detkds/retinanet_r101_r50'
     new = Stage1Ops(space, 'global').sample(random.Random(3))
     assert space.published_name(new) is None
+
+
+def test_a_reweighted_published_loss_is_named_a_variant_not_a_new_formulation(space):
+    from search.results import describe_answer
+    pkd = space.methods['pkd']
+    heavier = Genome(tuple(t.replace(weight=t.weight * 10) for t in pkd.terms), TrainingStrategy(True))
+    assert space.published_name(heavier) is None and space.variant_of(heavier) == 'pkd'
+    assert space.variant_of(space.published['faster_rcnn_r101_r50']) == 'detkds/faster_rcnn_r101_r50'
+    other_distance = Genome((pkd.terms[0].replace(distance=space.published['retinanet_r101_r50'].terms[0].distance),))
+    assert space.variant_of(other_distance) is None
+    answer = dict(kind='genome', label=heavier.terms[0].formula(), published=False, published_name=None,
+                  variant_of='pkd', value=0.2, std=0.01, seeds=3, bar=None)
+    assert describe_answer(answer).startswith('the published method pkd with other weights or training strategy: ')
