@@ -172,6 +172,42 @@ def test_explicit_distill_losses_are_trained(cfg):
     assert {f'loss_fi_fpn{i}' for i in range(5)} <= set(calls[0])
 
 
+def test_lr_steps_follow_mmengine_multisteplr(cfg, monkeypatch):
+    """``proxy.lr_steps`` decays the lr as the full schedule's MultiStepLR (by iteration) does at the same
+    fractions, and the trained candidates' optimizers really run at that lr."""
+    from mmengine.optim.scheduler import MultiStepLR
+    settings = check_search_config(dict(cfg, proxy=dict(cfg['proxy'], iterations=8, lr_steps=[0.5, 0.75],
+                                                        lr_gamma=0.5)))
+    assert settings.lr_steps == (0.5, 0.75)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = MultiStepLR(optimizer, milestones=[4, 6], gamma=0.5, by_epoch=False)
+    expected = []
+    for _ in range(8):   # mmengine: the lr of each step, then the scheduler steps
+        expected.append(optimizer.param_groups[0]['lr'])
+        optimizer.step()
+        scheduler.step()
+    assert [settings.lr_factor(i) for i in range(1, 9)] == pytest.approx(expected)
+    assert expected == [1, 1, 1, 1, 0.5, 0.5, 0.25, 0.25]
+    assert check_search_config(cfg).lr_factor(1000) == 1.0   # no steps: constant
+    for bad in ([0.75, 0.5], [1.0], [0], 0.5):
+        with pytest.raises(ConfigError, match=r'proxy\.lr_steps: expected increasing fractions'):
+            check_search_config(dict(cfg, proxy=dict(cfg['proxy'], lr_steps=bad)))
+    with pytest.raises(ConfigError, match=r'proxy\.lr_gamma'):
+        check_search_config(dict(cfg, proxy=dict(cfg['proxy'], lr_steps=[0.5], lr_gamma=0)))
+
+    from workers import proxy as proxy_module
+    seen, original = [], proxy_module._Candidate.train_step
+
+    def recording_step(self, *args):   # the lr each real step just used
+        original(self, *args)
+        seen.append(self.optim_wrapper.param_groups[0]['lr'])
+
+    monkeypatch.setattr(proxy_module._Candidate, 'train_step', recording_step)
+    run_proxy_trial(search_config(cfg['teacher']['checkpoint'], cfg['data']['data_root'], iterations=4,
+                                  lr_steps=[0.5], eval_interval=None), None, seed=0, base_dir=ROOT)
+    assert seen == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
+
+
 # ---------------------------------------------------------------------------------------------- evaluation
 def test_coco_evaluation_matches_cocometric_on_the_same_images(shapes_root):
     """Jittered GT boxes as predictions: our numbers equal CocoMetric's (restricted to the same images, to its

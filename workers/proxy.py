@@ -171,6 +171,7 @@ class _Candidate:
     def __init__(self, genome, seed: int, report: Optional[Report], model, settings: ProxySettings):
         self.genome, self.seed, self.report, self.model = genome, seed, report, model
         self.optim_wrapper, self.params = build_optim_wrapper(model, settings)
+        self.base_lrs = [group['lr'] for group in self.optim_wrapper.param_groups]   # proxy.lr_steps scale them
         self.rng = RngStreams(seed)   # training randomness starts from the seed, whatever building consumed
         self.means = _IntervalMeans()
         self.history: List[Dict[str, float]] = []
@@ -190,6 +191,9 @@ class _Candidate:
         values = {key: float(value.detach()) if torch.is_tensor(value) else float(value)
                   for key, value in log_vars.items()}
         check_losses(values, iteration, settings)
+        factor = settings.lr_factor(iteration)
+        for group, base_lr in zip(self.optim_wrapper.param_groups, self.base_lrs):
+            group['lr'] = base_lr * factor
         self.optim_wrapper.backward(total)
         if not _gradients_finite(self.params):
             raise TrialRejected(f'non-finite gradient at iteration {iteration}')

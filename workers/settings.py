@@ -13,7 +13,7 @@ import numbers
 import os
 import os.path as osp
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from distill_core.errors import ConfigError
 
@@ -28,7 +28,8 @@ REJECT_KEYS = {'check_iterations', 'max_loss'}
 PROXY_KEYS = {'train_images', 'val_images', 'subset_seed', 'iterations', 'batch_size', 'val_batch_size',
               'optimizer', 'grad_clip', 'inherit_neck_head', 'report_interval', 'eval_interval', 'reject',
               'num_workers', 'amp', 'teacher_cache', 'teacher_cache_max_gb', 'metric',
-              'level_pairing'}   # heterogeneous pairs: DetectionDistiller(level_pairing=...), distill_core/levels.py
+              'level_pairing',   # heterogeneous pairs: DetectionDistiller(level_pairing=...), distill_core/levels.py
+              'lr_steps', 'lr_gamma'}
 PROXY_METRICS = ('bbox', 'segm')   # the fitness: box AP, or mask AP (a student with a mask head)
 
 
@@ -67,6 +68,16 @@ class ProxySettings:
     teacher_cache_max_gb: float = 4.0              # (workers/teacher_cache.py): 'auto' where it pays, True, False
     level_pairing: str = 'stride'                  # FPN levels: equal strides, or PKD's index + resize ('index')
     metric: str = 'bbox'                           # fitness AP: 'bbox' or 'segm' (mask AP, a mask-head student)
+    # step decay as the full schedule's MultiStepLR: the lr is multiplied by lr_gamma after each of these fractions
+    # of the proxy's iterations (e.g. (0.75,) as the demo's x0.1 at 450 of 600); () = a constant lr
+    lr_steps: Tuple[float, ...] = ()
+    lr_gamma: float = 0.1
+
+    def lr_factor(self, iteration: int) -> float:
+        """The lr multiplier of the 1-based ``iteration`` (mmengine's MultiStepLR counts from 0: the step at
+        milestone m applies from the (m+1)-th iteration on)."""
+        passed = sum(1 for step in self.lr_steps if iteration - 1 >= int(round(step * self.iterations)))
+        return self.lr_gamma ** passed
 
     @property
     def eval_batch_size(self) -> int:
@@ -235,6 +246,13 @@ def check_search_config(search_cfg: Mapping, source: str = DEFAULT_SOURCE) -> Pr
     max_gb = proxy.get('teacher_cache_max_gb')
     if max_gb is not None and (not _is_number(max_gb) or max_gb <= 0):
         check.fail('proxy.teacher_cache_max_gb', f'expected a positive number of GB, got {max_gb!r}')
+    steps = proxy.get('lr_steps', ())
+    if not (isinstance(steps, (list, tuple)) and all(_is_number(x) and 0 < x < 1 for x in steps)
+            and list(steps) == sorted(set(steps))):
+        check.fail('proxy.lr_steps', f'expected increasing fractions of proxy.iterations in (0, 1), got {steps!r}')
+    gamma = proxy.get('lr_gamma', 0.1)
+    if not _is_number(gamma) or not 0 < gamma <= 1:
+        check.fail('proxy.lr_gamma', f'expected a factor in (0, 1], got {gamma!r}')
     reject = check.section(proxy, 'reject', REJECT_KEYS, required=False) if proxy.get('reject') is not None else {}
     check.int_at_least(reject, 'proxy.reject', 'check_iterations', 0)
     max_loss = reject.get('max_loss')
@@ -244,6 +262,8 @@ def check_search_config(search_cfg: Mapping, source: str = DEFAULT_SOURCE) -> Pr
     settings = {k: v for k, v in proxy.items() if k != 'reject' and v is not None}
     if 'optimizer' in settings:
         settings['optimizer'] = dict(settings['optimizer'])
+    if 'lr_steps' in settings:
+        settings['lr_steps'] = tuple(float(x) for x in settings['lr_steps'])
     return ProxySettings(**settings, reject=RejectSettings(**{k: v for k, v in reject.items() if v is not None}))
 
 

@@ -31,6 +31,8 @@ proxy = dict(
     iterations=40,
     batch_size=8,
     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4),
+    # lr_steps=[0.75], lr_gamma=0.1,   # optional step decay at fractions of `iterations` (the full schedule's
+    #                                    MultiStepLR x0.1 at 450 of 600); the default is a constant lr
     grad_clip=35.0,
     inherit_neck_head=True,
     report_interval=10,          # report every loss term every N iterations
