@@ -2,7 +2,8 @@
 
 Sections: ``teacher``, ``student``, ``data`` (optional), ``proxy`` and ``space`` (read by the workers),
 ``search`` (the evolution's StagePlan), ``scheduler``, ``resources``, ``budget``, ``full_training`` (export,
-search/export.py) and ``baselines`` (reference runs, search/baselines.py).
+search/export.py), ``baselines`` (reference runs, search/baselines.py) and ``final_rung`` (the answer decided
+under a fuller proxy, search/final_rung.py).
 Every key is checked here or by the component that reads it; a typo is an error naming the key and the file.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from distill_core.errors import ConfigError
 
 SECTIONS = {'teacher', 'student', 'data', 'proxy', 'space', 'search', 'scheduler', 'resources', 'budget',
-            'full_training', 'baselines'}
+            'full_training', 'baselines', 'final_rung'}
 REQUIRED = ('teacher', 'student', 'proxy', 'search')
 RESOURCE_KEYS = {'cpus_per_trial': 1, 'gpus_per_trial': 0, 'max_concurrent': 2, 'candidates_per_trial': 'auto'}
 BUDGET_KEYS = {'max_trials': None, 'max_hours': None}

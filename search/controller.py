@@ -98,6 +98,8 @@ class Launch:
         if self.cfg.raw.get('baselines'):
             from .baselines import baseline_specs
             baseline_specs(self.cfg.raw, self.cfg.source)
+        from .final_rung import FinalRung
+        FinalRung.from_config(self.cfg.raw, self.cfg.source)
 
     # ------------------------------------------------------------------ study and evolution
     def _open_study(self):
@@ -114,7 +116,9 @@ class Launch:
         if not self.resuming:
             study.set_user_attr(st.STUDY_SPACE_HASH, self.cfg.space_hash)
             study.set_user_attr(st.STUDY_PLAN, plan)
-            study.set_user_attr(st.STUDY_CONFIG, osp.abspath(self.cfg.source))
+        # the config of the latest launch (same space and plan): export and report read it, so a study resumed
+        # from another checkout does not point at a file that may be gone
+        study.set_user_attr(st.STUDY_CONFIG, osp.abspath(self.cfg.source))
         study.set_user_attr(st.STUDY_CONCURRENCY, int(self.cfg.resources['max_concurrent']))
         return study
 
@@ -191,8 +195,9 @@ class Launch:
         def variant_of(genome: Dict[str, Any]):
             return self.space.variant_of(Genome.parse(genome))
 
-        answer = decide_answer(results_of(study, self.storage_shown), baseline_seeds(self.cfg.raw, self.cfg.source),
-                               published_name, variant_of)
+        seeds = baseline_seeds(self.cfg.raw, self.cfg.source)
+        self._final_rung(study, seeds)
+        answer = decide_answer(results_of(study, self.storage_shown), seeds, published_name, variant_of)
         if answer is not None:
             study.set_user_attr(STUDY_ANSWER, json.dumps(answer, sort_keys=True))
             self.log(f'[search] answer: {describe_answer(answer)}')
@@ -205,6 +210,20 @@ class Launch:
             return dict(exported=None, export_error=str(exc), answer=answer)
         self.log(f'[search] exported the answer (proxy AP {exported.value:.4f}) to {exported.path}')
         return dict(exported=exported.path, answer=answer)
+
+    def _final_rung(self, study, seeds) -> None:
+        """The configured final rung (search/final_rung.py): the finalists re-trained under a fuller proxy before
+        the answer is decided (resumed where a relaunch finds it incomplete)."""
+        if self.cfg.raw.get('final_rung') is None:
+            return
+        from workers.prepare import prepare_search_inputs
+        from .final_rung import run_final_rung
+        prepare_search_inputs(self.cfg.raw, self.cfg.base_dir, log=self.log, verbose=self.verbose)
+        try:
+            run_final_rung(study, self.cfg.raw, self.cfg.source, self.cfg.base_dir, seeds, log=self.log,
+                           resources=self.cfg.resources, ray_address=self.ray_address)
+        except DetKDSError as exc:   # the proxy's decision stands; a relaunch retries the missing runs
+            self.log(f'[search] final rung stopped: {exc}')
 
     def _run_trials(self, study, evolution: Evolution, started_at: float) -> None:
         import ray

@@ -37,7 +37,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from distill_core.errors import ConfigError
 
 from . import study as st
-from .results import STUDY_EXPORTED, RankedGenome, StudyResults, open_results_study, results_of
+from .results import FINAL_RUNG, STUDY_EXPORTED, RankedGenome, StudyResults, open_results_study, results_of
 
 FULL_TRAINING_KEYS = ('max_iters', 'max_epochs', 'val_interval', 'batch_size', 'optimizer', 'grad_clip',
                       'param_scheduler', 'seed')
@@ -284,7 +284,7 @@ def _comment(text: str) -> str:
 
 
 def export_header(results: StudyResults, chosen: RankedGenome, search_config: str, out: str,
-                  total: int, student_config: str = '') -> str:
+                  total: int, student_config: str = '', answer: Optional[Mapping[str, Any]] = None) -> str:
     name = osp.splitext(osp.basename(out))[0]
     seeds = {t.number: t.seed for t in results.trials}
     evaluations = ', '.join(f'trial {n} (seed {seeds.get(n)})' for n in chosen.trials)
@@ -297,6 +297,12 @@ def export_header(results: StudyResults, chosen: RankedGenome, search_config: st
         f'# formula:       {_comment(chosen.formula)}',
         f'# proxy AP:      {chosen.value:.4f} (mean of {len(chosen.trials)} COMPLETE evaluation(s): {evaluations})',
         f'# first trial:   {chosen.trials[0]} (stage {chosen.stage}, {chosen.input or "?"}), genome key {chosen.key[:16]}',
+    ]
+    if answer is not None and answer.get('decided_by') == FINAL_RUNG:
+        lines.append(f'# final rung:    AP {answer["value"]:.4f} (mean of {answer["seeds"]} seeds under the fuller proxy of '
+                     '`final_rung`), the answer there' + (f', {answer["margin"]:+.4f} over {_comment(answer["bar"]["label"])}'
+                                                          if answer.get('bar') else ''))
+    lines += [
         '#',
         '# Paths (teacher config and checkpoint, data, evaluator files) are as given in the search config: relative',
         '# ones are relative to the folder the search was launched in (typically the repository root). Run from there:',
@@ -341,12 +347,22 @@ def render_export(results: StudyResults, rank: int, out: str, search_config: Opt
     answer = results.answer() if rank == 1 and not searched else None
     if answer is not None and answer['kind'] == 'baseline':
         return render_baseline_export(results, raw, path, answer, out)
-    chosen = results.at_rank(rank)
+    chosen = _chosen(results, rank, answer)
     cfg = build_export_config(raw, chosen.genome, path)
-    header = export_header(results, chosen, path, out, len(results.ranked()), raw['student']['config'])
+    header = export_header(results, chosen, path, out, len(results.ranked()), raw['student']['config'], answer)
     text = render_config(cfg, header)
     compile(text, out, 'exec')   # a writer bug must not leave an unloadable file
     return text
+
+
+def _chosen(results: StudyResults, rank: int, answer: Optional[Mapping[str, Any]]) -> RankedGenome:
+    """The rank-``rank`` genome; for rank 1, the answer's genome (a final rung may pick another finalist than
+    the proxy's rank 1)."""
+    if answer is not None and answer['kind'] == 'genome':
+        for ranked in results.ranked():
+            if ranked.key == answer['key']:
+                return ranked
+    return results.at_rank(rank)
 
 
 def render_baseline_export(results: StudyResults, raw: Mapping[str, Any], path: str, answer: Mapping[str, Any],
@@ -358,7 +374,8 @@ def render_baseline_export(results: StudyResults, raw: Mapping[str, Any], path: 
     cfg = build_training_config(raw, distill_losses_of(spec) or [], path)
     header = '\n'.join([
         f'# The answer of study {_comment(results.study)} is the published baseline {_comment(answer["label"])}: no '
-        'searched distiller', f'# beat its proxy AP {answer["value"]:.4f} (mean of {answer["seeds"]} seeds); its '
+        'searched distiller', f'# beat its {"final-rung" if answer.get("decided_by") == FINAL_RUNG else "proxy"} AP '
+        f'{answer["value"]:.4f} (mean of {answer["seeds"]} seeds); its '
         'losses: ' + _comment(str(spec)), f'# storage: {_comment(results.storage)}', f'# search config: {_comment(path)}',
         f'# Train: detkds-search train {out}']) + '\n'
     text = render_config(cfg, header)
@@ -388,7 +405,7 @@ def export_study(study: str, out: Optional[str] = None, storage: Optional[str] =
     if answer is not None and answer['kind'] == 'baseline':
         trials = tuple(t.number for t in results.trials if t.baseline == answer['name'] and t.complete)
         return Exported(path=out, rank=rank, value=answer['value'], formula=answer['label'], trials=trials)
-    chosen = results.at_rank(rank)
+    chosen = _chosen(results, rank, answer)
     return Exported(path=out, rank=rank, value=chosen.value, formula=chosen.formula, trials=chosen.trials)
 
 

@@ -24,6 +24,10 @@ from .storage import (ATTR_FAIL_REASON, ATTR_FORMULA, ATTR_GENERATION, ATTR_GENO
 STUDY_EXPORTED = 'exported_config'   # study attr: path of the last exported config
 STUDY_ANSWER = 'answer'               # study attr: the search's final answer (JSON, see StudyResults.answer)
 ATTR_BASELINE = 'baseline'        # name of a reference run ('none', 'fgd', ...); such trials have no `key`
+ATTR_RUNG = 'rung'                # 'final': a final-rung run (search/final_rung.py); no `key`, no `baseline`
+ATTR_FINALIST = 'finalist'        # a final-rung run's genome key or baseline name
+ATTR_FINALIST_KIND = 'finalist_kind'   # 'genome' | 'baseline'
+FINAL_RUNG = 'final'
 BASELINE_LABELS = {'none': 'no distillation', 'fgd': 'FGD', 'mgd': 'MGD', 'pkd': 'PKD', 'crosskd': 'CrossKD',
                    'bckd': 'BCKD'}
 
@@ -44,6 +48,9 @@ class TrialView:
     genome: Optional[str]             # JSON text
     interrupted: bool
     baseline: Optional[str]
+    rung: Optional[str]               # 'final' for a final-rung run
+    finalist: Optional[str]           # its genome key or baseline name
+    finalist_kind: Optional[str]
     reason: str
     metrics: Dict[str, float]
     curve: List[Dict[str, float]]
@@ -63,7 +70,8 @@ class TrialView:
                    kind=str(attrs.get(st.ATTR_KIND, '')), key=attrs.get(st.ATTR_KEY),
                    seed=None if seed is None else int(seed), formula=str(attrs.get(ATTR_FORMULA, '')),
                    genome=attrs.get(ATTR_GENOME), interrupted=bool(attrs.get(st.ATTR_INTERRUPTED, False)),
-                   baseline=attrs.get(ATTR_BASELINE), reason=str(attrs.get(ATTR_FAIL_REASON, '')),
+                   baseline=attrs.get(ATTR_BASELINE), rung=attrs.get(ATTR_RUNG), finalist=attrs.get(ATTR_FINALIST),
+                   finalist_kind=attrs.get(ATTR_FINALIST_KIND), reason=str(attrs.get(ATTR_FAIL_REASON, '')),
                    metrics={k: float(v) for k, v in sorted((attrs.get(st.ATTR_METRICS) or {}).items())},
                    curve=list(curve), intermediate=dict(sorted(trial.intermediate_values.items())))
 
@@ -197,6 +205,21 @@ class StudyResults:
                 runs.setdefault(str(trial.baseline), {})[int(trial.seed)] = trial.value
         return dict(sorted(runs.items()))
 
+    def final_runs(self) -> Dict[str, Dict[str, Any]]:
+        """The final rung (search/final_rung.py): finalist -> dict(kind, label, genome, runs=seed -> AP of its
+        COMPLETE runs, failed=whether any run failed), in first-run order; empty without one."""
+        out: Dict[str, Dict[str, Any]] = {}
+        for trial in self.trials:
+            if trial.rung != FINAL_RUNG or trial.finalist is None or trial.interrupted:
+                continue
+            entry = out.setdefault(trial.finalist, dict(kind=trial.finalist_kind, label=trial.formula,
+                                                        genome=trial.genome, runs={}, failed=False))
+            if trial.complete and trial.seed is not None:
+                entry['runs'][int(trial.seed)] = trial.value
+            elif trial.state == TrialState.FAIL.name:
+                entry['failed'] = True
+        return out
+
     def standing(self, seeds: Optional[List[int]] = None) -> Optional[Dict[str, Any]]:
         """Where the search stands against the bar: the best baseline (mean over ``seeds``, default all its runs)
         and the best genome so far (its mean over its evaluations), with the gap. None without baselines."""
@@ -219,7 +242,7 @@ class StudyResults:
         return json.loads(raw) if raw else None
 
     def search_trials(self) -> List[TrialView]:
-        return [t for t in self.trials if t.baseline is None]
+        return [t for t in self.trials if t.baseline is None and t.rung is None]
 
 
 def _std(values: List[float]) -> Optional[float]:
@@ -231,38 +254,71 @@ def _std(values: List[float]) -> Optional[float]:
 
 def decide_answer(results: 'StudyResults', seeds: List[int], published_name=None,
                   variant_of=None) -> Optional[Dict[str, Any]]:
-    """The search's answer: its decided genome unless a baseline has a higher mean over the same seeds.
+    """The search's answer: its decided genome unless a baseline has a higher mean over the same seeds; where the
+    study has a final rung (search/final_rung.py), the finalist with the best mean there.
 
     The baselines ran first, so they are the incumbents: a searched genome must have a strictly higher mean to
     be the answer. ``published_name(genome dict) -> name or None`` says whether a genome is a published method;
     ``variant_of(genome dict) -> name or None`` whether a new one is a published method's terms re-weighted.
     """
-    ranked = results.ranked()
-    winner = ranked[0] if ranked and ranked[0].key == results.decided_winner() else None
-    values = {}
-    for name, runs in results.baseline_runs().items():
-        if all(seed in runs for seed in seeds):
-            values[name] = [runs[seed] for seed in seeds]
-    bar_name = max(values, key=lambda n: (sum(values[n]) / len(values[n]), n), default=None)
-    bar = None if bar_name is None else dict(name=bar_name, label=baseline_label(bar_name),
-                                              value=sum(values[bar_name]) / len(values[bar_name]),
-                                              std=_std(values[bar_name]))
+    final = _final_rung_answer(results, seeds)
+    if final is not None:
+        winner, bar = final
+    else:
+        winner, bar = _proxy_answer(results, seeds)
     if winner is None and bar is None:
         return None
-    if winner is None or (bar is not None and bar['value'] >= winner.value):
+    if winner is None or (bar is not None and bar['value'] >= winner['value']):
         answer = dict(kind='baseline', name=bar['name'], label=bar['label'], published=True,
                       published_name=bar['name'], value=bar['value'], std=bar['std'], seeds=len(seeds))
     else:
-        trials = [results.trial(n) for n in winner.trials]
-        name = published_name(winner.genome) if published_name else None
-        answer = dict(kind='genome', key=winner.key, label=winner.formula, published=name is not None,
-                      published_name=name, value=winner.value, std=_std([t.value for t in trials]),
-                      seeds=len(trials))
+        name = published_name(winner['genome']) if published_name else None
+        answer = dict(kind='genome', key=winner['key'], label=winner['label'], published=name is not None,
+                      published_name=name, value=winner['value'], std=winner['std'], seeds=winner['seeds'])
         if name is None and variant_of is not None:
-            answer['variant_of'] = variant_of(winner.genome)
+            answer['variant_of'] = variant_of(winner['genome'])
     answer['bar'] = bar
     answer['margin'] = None if bar is None else answer['value'] - bar['value']
+    if final is not None:
+        answer['decided_by'] = FINAL_RUNG
     return answer
+
+
+def _mean_entry(values: List[float], **fields) -> Dict[str, Any]:
+    return dict(fields, value=sum(values) / len(values), std=_std(values), seeds=len(values))
+
+
+def _proxy_answer(results: 'StudyResults', seeds: List[int]):
+    """(the evolution's decided genome, the best baseline over ``seeds``) under the search's proxy."""
+    ranked = results.ranked()
+    top = ranked[0] if ranked and ranked[0].key == results.decided_winner() else None
+    winner = None if top is None else _mean_entry([results.trial(n).value for n in top.trials], key=top.key,
+                                                  label=top.formula, genome=top.genome)
+    values = {name: [runs[seed] for seed in seeds] for name, runs in results.baseline_runs().items()
+              if all(seed in runs for seed in seeds)}
+    bar_name = max(values, key=lambda n: (sum(values[n]) / len(values[n]), n), default=None)
+    bar = None if bar_name is None else _mean_entry(values[bar_name], name=bar_name, label=baseline_label(bar_name))
+    return winner, bar
+
+
+def _final_rung_answer(results: 'StudyResults', seeds: List[int]):
+    """(best genome, best baseline) by their final-rung means over ``seeds``; None when the study has no final
+    rung with a genome complete on every seed (then the proxy decides). A finalist with a failed run is out."""
+    genomes, baselines = [], []
+    for name, entry in results.final_runs().items():
+        runs = entry['runs']
+        if entry['failed'] or not all(seed in runs for seed in seeds):
+            continue
+        values = [runs[seed] for seed in seeds]
+        if entry['kind'] == 'genome':
+            genomes.append(_mean_entry(values, key=name, label=entry['label'], genome=json.loads(entry['genome'])))
+        else:
+            baselines.append(_mean_entry(values, name=name, label=baseline_label(name)))
+    if not genomes:
+        return None
+    winner = max(genomes, key=lambda g: g['value'])   # max keeps the first (the decided winner) on a tie
+    bar = max(baselines, key=lambda b: (b['value'], b['name']), default=None)
+    return winner, bar
 
 
 def describe_answer(answer: Mapping[str, Any]) -> str:
@@ -273,7 +329,8 @@ def describe_answer(answer: Mapping[str, Any]) -> str:
             f'the published method {answer["variant_of"]} with other weights or training strategy: '
             f'{answer["label"]}' if answer.get('variant_of') else
             f'a new formulation: {answer["label"]}')
-    line = f'{what}, proxy AP {answer["value"]:.4f}{spread} over {answer["seeds"]} seed(s)'
+    where = 'final-rung AP' if answer.get('decided_by') == FINAL_RUNG else 'proxy AP'
+    line = f'{what}, {where} {answer["value"]:.4f}{spread} over {answer["seeds"]} seed(s)'
     bar = answer.get('bar')
     if bar is None:
         return line + ' (no baseline measured)'

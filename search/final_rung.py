@@ -1,0 +1,171 @@
+"""The final rung: the search's best finalists and best baselines re-trained under a fuller proxy, which then
+decides the answer.
+
+Why: a short proxy favours distillers that speed up early learning. On the demo Faster R-CNN pair the search's
+answer led FGD by +0.052 under the 40-iteration proxy and trailed it by 0.009 AP at the full schedule
+(benchmarks/RESULTS.md). Training every candidate longer would multiply the search's cost. Only the last decision
+needs the longer run, as in the top rung of a successive-halving scheme.
+
+Config (optional top-level section of a search config; without it the proxy decides, as before)::
+
+    final_rung = dict(
+        proxy=dict(train_images=540, iterations=120, lr_steps=[0.75]),   # overrides of the `proxy` section
+        genomes=2,      # the best searched genomes evaluated on every decision seed (mean over them)
+        baselines=2)    # the best baselines by their proxy mean
+
+Each finalist is trained on the decision seeds (``search/baselines.py: baseline_seeds``), as a run stored in the
+study with user attribute ``rung='final'``. It has no ``key`` and no ``baseline``, so the evolution's replay and
+the proxy rankings never see it. A COMPLETE run is never run again (a relaunch resumes the rung).
+``search/results.py: decide_answer`` takes the best final-rung mean. The baselines are the incumbents: a searched
+genome must have a strictly higher mean to be the answer.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from optuna.trial import TrialState
+
+from distill_core.errors import ConfigError
+
+from . import study as st
+from .results import ATTR_FINALIST, ATTR_FINALIST_KIND, ATTR_RUNG, FINAL_RUNG, StudyResults, baseline_label
+from .storage import ATTR_FORMULA, ATTR_GENOME, ATTR_SEED
+
+SECTION_KEYS = {'proxy', 'genomes', 'baselines'}
+
+
+@dataclass(frozen=True)
+class FinalRung:
+    proxy: Dict[str, Any]      # overrides of the search's proxy section
+    genomes: int
+    baselines: int
+
+    @classmethod
+    def from_config(cls, search_raw: Mapping[str, Any], source: str) -> Optional['FinalRung']:
+        """The checked ``final_rung`` section (None: the search's proxy decides)."""
+        section = search_raw.get('final_rung')
+        if section is None:
+            return None
+        if not isinstance(section, Mapping):
+            raise ConfigError(f'{source}: final_rung must be a dict(proxy=..., genomes=N, baselines=N)')
+        unknown = sorted(set(section) - SECTION_KEYS)
+        if unknown:
+            raise ConfigError(f'{source}: unknown key final_rung.{unknown[0]} (known: {", ".join(sorted(SECTION_KEYS))})')
+        proxy = section.get('proxy')
+        if not isinstance(proxy, Mapping) or not proxy:
+            raise ConfigError(f'{source}: final_rung.proxy must name what the final rung changes in `proxy` '
+                              '(e.g. dict(iterations=120)); an empty one would repeat the search\'s proxy')
+        counts = {}
+        for name in ('genomes', 'baselines'):
+            value = section.get(name, 2)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f'{source}: final_rung.{name} must be an integer >= 0, got {value!r}')
+            counts[name] = value
+        if counts['genomes'] < 1:
+            raise ConfigError(f'{source}: final_rung.genomes must be >= 1 (the rung decides among searched genomes)')
+        rung = cls(proxy=dict(proxy), **counts)
+        from workers.settings import check_search_config
+        check_search_config(rung.search_config(search_raw), f'{source} (final_rung.proxy)')
+        return rung
+
+    def search_config(self, search_raw: Mapping[str, Any]) -> Dict[str, Any]:
+        """The search config the final rung's runs train with: the search's, its proxy updated."""
+        return dict(search_raw, proxy=dict(search_raw['proxy'], **self.proxy))
+
+    def describe(self) -> str:
+        return 'proxy ' + ', '.join(f'{k}={v}' for k, v in sorted(self.proxy.items()))
+
+
+@dataclass(frozen=True)
+class Finalist:
+    name: str                          # the genome's key, or the baseline's name
+    kind: str                          # 'genome' | 'baseline'
+    label: str                         # formula or baseline label
+    proxy_value: float                 # its mean over the decision seeds under the search's proxy
+    genome: Optional[Dict[str, Any]] = None
+
+
+def pick_finalists(results: StudyResults, rung: FinalRung, seeds: Sequence[int]) -> List[Finalist]:
+    """The ``rung.genomes`` best searched genomes among those evaluated on every decision seed (their mean over
+    those seeds; the search's decided winner always included), and the ``rung.baselines`` best baselines."""
+    seeds = list(seeds)
+    genomes = []
+    for ranked in results.ranked():
+        by_seed = {results.trial(n).seed: results.trial(n).value for n in ranked.trials}
+        if all(seed in by_seed for seed in seeds):
+            mean = sum(by_seed[s] for s in seeds) / len(seeds)
+            genomes.append(Finalist(ranked.key, 'genome', ranked.formula, mean, ranked.genome))
+    winner = results.decided_winner()
+    genomes.sort(key=lambda f: (f.name != winner, -f.proxy_value))
+    chosen = genomes[:1] + sorted(genomes[1:], key=lambda f: -f.proxy_value)[:rung.genomes - 1]
+    baselines = []
+    for name, runs in results.baseline_runs().items():
+        if all(seed in runs for seed in seeds):
+            baselines.append(Finalist(name, 'baseline', baseline_label(name), sum(runs[s] for s in seeds) / len(seeds)))
+    baselines.sort(key=lambda f: (-f.proxy_value, f.name))
+    return chosen + baselines[:rung.baselines]
+
+
+def _done(study, finalist: str, seed: int) -> bool:
+    return any(t.user_attrs.get(ATTR_RUNG) == FINAL_RUNG and t.user_attrs.get(ATTR_FINALIST) == finalist
+               and t.user_attrs.get(ATTR_SEED) == seed
+               for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def run_final_rung(study, search_raw: Mapping[str, Any], source: str, base_dir: str, seeds: Sequence[int],
+                   log=print, resources: Optional[Mapping[str, Any]] = None,
+                   ray_address: Optional[str] = None) -> List[Finalist]:
+    """Train the missing (finalist, seed) runs of the final rung as Ray tasks; returns the finalists (none
+    without a ``final_rung`` section)."""
+    from .baselines import baseline_specs, distill_losses_of
+    from .config import RESOURCE_KEYS
+    from .ray_pool import run_on_ray
+    from .results import results_of
+    rung = FinalRung.from_config(search_raw, source)
+    if rung is None:
+        return []
+    finalists = pick_finalists(results_of(study, ''), rung, seeds)
+    rung_cfg = rung.search_config(search_raw)
+    specs = baseline_specs(search_raw, source, [f.name for f in finalists if f.kind == 'baseline'] or None) \
+        if any(f.kind == 'baseline' for f in finalists) else {}
+    jobs = []
+    for finalist in finalists:
+        for seed in seeds:
+            if _done(study, finalist.name, seed):
+                continue
+            task = dict(kind='proxy', seed=int(seed), search_cfg=rung_cfg, label=f'final rung {finalist.label}',
+                        genome=json.dumps(finalist.genome) if finalist.kind == 'genome' else None,
+                        distill_losses=distill_losses_of(specs[finalist.name]) if finalist.kind == 'baseline'
+                        else None)
+            jobs.append(((finalist, int(seed)), task))
+    if not jobs:
+        if finalists:
+            log(f'[final rung] {len(finalists)} finalists: already evaluated (seeds {list(seeds)})')
+        return finalists
+    log(f'[final rung] {len(jobs)} runs under the fuller proxy ({rung.describe()}) decide the answer among: '
+        + '; '.join(f'{f.label} ({f.proxy_value:.4f})' for f in finalists))
+
+    def start(job):
+        finalist, seed = job
+        trial = study.ask()
+        attrs = {ATTR_RUNG: FINAL_RUNG, ATTR_FINALIST: finalist.name, ATTR_FINALIST_KIND: finalist.kind,
+                 ATTR_SEED: seed, ATTR_FORMULA: finalist.label}
+        if finalist.genome is not None:
+            attrs[ATTR_GENOME] = json.dumps(finalist.genome, sort_keys=True)
+        for attr, value in attrs.items():
+            trial.set_user_attr(attr, value)
+        return trial
+
+    def finish(job, trial, result):
+        finalist, seed = job
+        st.record_run(study, trial, result)
+        log(f'[final rung] {finalist.label[:80]} seed {seed}: ' + (
+            f'AP {result["value"]:.4f}' if result['ok'] else f'FAILED ({result["reason"][:100]})'))
+
+    def interrupted(job, trial):
+        st.close_interrupted(study, trial, 'interrupted: the final rung stopped before this run finished')
+
+    run_on_ray(jobs, base_dir, dict(RESOURCE_KEYS, **(resources or {})), start, finish, interrupted, ray_address)
+    return finalists
