@@ -75,3 +75,7 @@ full_training = dict(max_iters=600, val_interval=600, optimizer=dict(type='AdamW
 # the re-evaluation seeds: 3 here), never re-run on resume (search/baselines.py): the student alone and the
 # published methods with their shipped demo weights. The answer is a searched genome only if it beats them.
 baselines = ['none', 'fgd', 'mgd', 'pkd']
+
+# Optional (search/final_rung.py): the best finalists and baselines re-trained under a fuller proxy, which then
+# decides the answer; e.g. final_rung = dict(proxy=dict(train_images=540, iterations=120, lr_steps=[0.75]),
+# genomes=2, baselines=2). Off here, so that `make demo` stays within its 15 minutes.
