@@ -8,7 +8,7 @@ proxy (e.g. ``benchmarks/configs/proxy_check_faster_rcnn.py``: 120 iterations). 
 of ``detkds-search fidelity`` (Kendall tau, Spearman rho, top-1 regret, seed noise against spread).
 
     .venv/bin/python benchmarks/proxy_check.py --quality benchmarks/results/search_quality_faster_rcnn.json \\
-        --check proxy120_faster_rcnn=120 [--out benchmarks/results/proxy_check_faster_rcnn.json]
+        --check 'proxy120_faster_rcnn=120 iterations' [--out benchmarks/results/proxy_check_faster_rcnn.json]
 """
 from __future__ import annotations
 
@@ -64,8 +64,9 @@ def setting(runs: dict, reference: dict) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quality', required=True, help='a benchmarks/search_quality.py JSON')
-    parser.add_argument('--check', nargs='+', default=[], metavar='STUDY=ITERATIONS',
-                        help='studies of `detkds-search baselines` under another proxy, with its iteration count')
+    parser.add_argument('--check', nargs='+', default=[], metavar='STUDY=LABEL',
+                        help='studies of `detkds-search baselines` under another proxy, each with a label saying '
+                             'what that proxy changes (e.g. "120 iterations")')
     parser.add_argument('--out', help='write the result as JSON here')
     args = parser.parse_args(argv)
     with open(args.quality) as f:
@@ -74,9 +75,9 @@ def main(argv=None) -> None:
     search = quality['search']['study']
     settings = {'search proxy (the search study)': setting(search_proxy_runs(search), reference)}
     for item in args.check:
-        study, _, iterations = item.partition('=')
+        study, _, label = item.partition('=')
         runs = read_results(study, run_dir=osp.join('runs', study)).baseline_runs()
-        settings[f'iterations={iterations} ({study})'] = setting(runs, reference)
+        settings[f'{label or study} ({study})'] = setting(runs, reference)
     report = dict(quality=args.quality, reference='full demo schedule, mean of ' + str(quality['seeds']),
                   settings=settings)
     shown = sorted({m for s in settings.values() for m in s['members']}, key=lambda m: -reference[m])
