@@ -351,6 +351,13 @@ def standing_lines(results: 'StudyResults') -> List[str]:
             text += (f'; best genome so far {best["value"]:.4f} (mean of {best["evaluations"]}), '
                      f'{standing["gap"]:+.4f} against it')
         lines.append(text)
+    final = results.final_runs()
+    if final:   # each finalist's mean so far under the fuller proxy, best first
+        means = sorted(((sum(e['runs'].values()) / len(e['runs']), name, e) for name, e in final.items() if e['runs']),
+                       key=lambda row: -row[0])
+        lines.append('final rung: ' + '; '.join(
+            f'{(e["label"] if e["kind"] == "genome" else baseline_label(name))[:60]} {mean:.4f} '
+            f'({len(e["runs"])} seed(s){", a run failed" if e["failed"] else ""})' for mean, name, e in means))
     answer = results.answer()
     if answer:
         lines.append(f'answer: {describe_answer(answer)}')

@@ -9,7 +9,7 @@ import pytest
 
 from distill_core.errors import ConfigError
 from search.final_rung import FinalRung, pick_finalists
-from search.results import STUDY_ANSWER, decide_answer, describe_answer, read_results
+from search.results import STUDY_ANSWER, decide_answer, describe_answer, read_results, standing_lines
 from search.study import STUDY_CONFIG, replay_records
 
 from .test_search_launch import cli, finish, load
@@ -82,6 +82,8 @@ def test_the_final_rung_decides_and_export_writes_its_choice(copied):
     assert answer['value'] == pytest.approx(0.41) and answer['bar']['name'] == 'none'
     assert answer['margin'] == pytest.approx(0.06)
     assert 'final-rung AP 0.4100' in describe_answer(answer)
+    rung_line = next(line for line in standing_lines(results) if line.startswith('final rung: '))
+    assert rung_line.index('0.4100') < rung_line.index('no distillation 0.3500') < rung_line.index('0.3000')
     study.set_user_attr(STUDY_ANSWER, json.dumps(answer))
     out = cwd / 'answer.py'
     rc, _, err = finish(cli(['export', '--study', name, '-o', str(out)], cwd=cwd))
