@@ -61,6 +61,9 @@ def run_search(config: str, study: str) -> dict:
                 distinct_genomes=len({t.key for t in searched if t.key}),
                 baseline_runs=sum(len(runs) for runs in results.baseline_runs().values()),
                 baselines_proxy={name: round(value, 4) for name, value in results.baselines().items()},
+                final_rung={name: dict(kind=e['kind'], label=e['label'], runs={str(k): round(v, 4) for k, v in
+                                                                               sorted(e['runs'].items())},
+                                       failed=e['failed']) for name, e in results.final_runs().items()},
                 answer=answer, answer_text=describe_answer(answer), trials=trials)
 
 
@@ -113,7 +116,9 @@ def markdown(report: dict) -> str:
     lines = [f'Search `{search["study"]}` ({report["config"]}): {search["proxy_evaluations"]} proxy evaluations '
              f'({search["complete"]} complete, {search["pruned"]} stopped early, {search["failed"]} failed; '
              f'{search["distinct_genomes"]} genomes) plus {search["baseline_runs"]} baseline runs, '
-             f'{search["wall_s"] / 60:.1f} min. Answer: {search["answer_text"]}.', '',
+             f'{search["wall_s"] / 60:.1f} min' + (f' (final rung: {len(search["final_rung"])} finalists)'
+                                                    if search.get('final_rung') else '') +
+             f'. Answer: {search["answer_text"]}.', '',
              f'Full demo schedule, val bbox AP (pycocotools), seeds {report["seeds"]}; teacher {report["teacher_ap"]:.3f}',
              '', '| row | kind | inherits | mean AP | std | AP per seed | AP50 | AP75 |',
              '|---|---|---|---|---|---|---|---|']
