@@ -227,7 +227,8 @@ def summarise(name: str, config: str, per_seed: list) -> dict:
     import statistics
     model = Config.fromfile(osp.join(ROOT, config)).model
     inherits = model.get('type') == 'DetectionDistiller' and bool(model.get('inherit_neck_head'))
-    row = {'row': name, 'config': config, 'inherits': inherits}
+    shown = osp.relpath(config, ROOT) if osp.isabs(config) and config.startswith(ROOT + os.sep) else config
+    row = {'row': name, 'config': shown, 'inherits': inherits}   # the JSON names no checkout
     for label, _ in METRICS + MASK_METRICS:
         if all(label in m for m in per_seed):
             row[label] = round(statistics.fmean(m[label] for m in per_seed), 3)
