@@ -34,6 +34,7 @@ from .results import ATTR_FINALIST, ATTR_FINALIST_KIND, ATTR_RUNG, FINAL_RUNG, S
 from .storage import ATTR_FORMULA, ATTR_GENOME, ATTR_SEED
 
 SECTION_KEYS = {'proxy', 'genomes', 'baselines'}
+STUDY_FINAL_RUNG = 'final_rung'   # study attr: the signature of the final rung its runs were trained under
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,11 @@ class FinalRung:
     def search_config(self, search_raw: Mapping[str, Any]) -> Dict[str, Any]:
         """The search config the final rung's runs train with: the search's, its proxy updated."""
         return dict(search_raw, proxy=dict(search_raw['proxy'], **self.proxy))
+
+    def signature(self) -> str:
+        """What the stored runs depend on (a relaunch with other settings must not mix its runs with them)."""
+        return json.dumps(dict(proxy=self.proxy, genomes=self.genomes, baselines=self.baselines), sort_keys=True,
+                          default=str)
 
     def describe(self) -> str:
         return 'proxy ' + ', '.join(f'{k}={v}' for k, v in sorted(self.proxy.items()))
@@ -126,6 +132,11 @@ def run_final_rung(study, search_raw: Mapping[str, Any], source: str, base_dir: 
     rung = FinalRung.from_config(search_raw, source)
     if rung is None:
         return []
+    recorded = study.user_attrs.get(STUDY_FINAL_RUNG)
+    if recorded is not None and recorded != rung.signature():
+        raise ConfigError(f'study {study.study_name!r} ran its final rung with other settings ({recorded}); its '
+                          'runs decide the answer: restore that final_rung section or start a new --study')
+    study.set_user_attr(STUDY_FINAL_RUNG, rung.signature())
     finalists = pick_finalists(results_of(study, ''), rung, seeds)
     rung_cfg = rung.search_config(search_raw)
     specs = baseline_specs(search_raw, source, [f.name for f in finalists if f.kind == 'baseline'] or None) \

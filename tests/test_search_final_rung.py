@@ -125,3 +125,9 @@ def test_a_relaunch_runs_the_final_rung_once(copied):
     rc, out, err = finish(cli(['launch', str(config), '--study', name], cwd=cwd))
     assert rc == 0 and 'already evaluated' in out, err[-3000:]
     assert sum(t.user_attrs.get('rung') == 'final' for t in load(cwd, name).get_trials(deepcopy=False)) == 6
+    # other rung settings must not mix with the stored runs: said in one line, nothing run, the answer kept
+    config.write_text(source + "final_rung = dict(proxy=dict(iterations=8), genomes=2, baselines=1)\n")
+    rc, out, err = finish(cli(['launch', str(config), '--study', name], cwd=cwd))
+    assert rc == 0 and 'final rung stopped: ' in out and 'ran its final rung with other settings' in out, out[-2000:]
+    assert sum(t.user_attrs.get('rung') == 'final' for t in load(cwd, name).get_trials(deepcopy=False)) == 6
+    assert json.loads(load(cwd, name).user_attrs[STUDY_ANSWER]) == answer
