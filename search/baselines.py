@@ -25,8 +25,6 @@ import json
 import os.path as osp
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from optuna.trial import TrialState
-
 from distill_core.errors import ConfigError, DetKDSError
 
 from . import study as st
@@ -106,11 +104,6 @@ def distill_losses_of(path: Optional[str]) -> Optional[List[Dict[str, Any]]]:
     return [json.loads(json.dumps(loss)) for loss in losses]   # plain dicts for the worker
 
 
-def _done(study, name: str, seed: int) -> bool:
-    return any(t.user_attrs.get(ATTR_BASELINE) == name and t.user_attrs.get(ATTR_SEED) == seed
-               for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-
-
 def baseline_seeds(search_raw: Mapping[str, Any], source: str = 'search config') -> List[int]:
     """The seeds a search decides its finalists on (train_seed, then one per re-evaluation): the baselines are
     measured on the same ones, so that their means compare with the finalists' means."""
@@ -134,7 +127,7 @@ def run_baselines_in_study(study, search_raw: Mapping[str, Any], source: str, ba
     for name, path in specs.items():
         losses = distill_losses_of(path)
         for seed in seeds:
-            if _done(study, name, seed):
+            if st.has_complete_run(study, **{ATTR_BASELINE: name, ATTR_SEED: seed}):
                 continue
             jobs.append(((name, seed), dict(kind='proxy', seed=seed, distill_losses=losses, genome=None,
                                             search_cfg=dict(search_raw), label=f'baseline {name}')))

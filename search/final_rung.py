@@ -25,8 +25,6 @@ import json
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from optuna.trial import TrialState
-
 from distill_core.errors import ConfigError
 
 from . import study as st
@@ -53,7 +51,8 @@ class FinalRung:
             raise ConfigError(f'{source}: final_rung must be a dict(proxy=..., genomes=N, baselines=N)')
         unknown = sorted(set(section) - SECTION_KEYS)
         if unknown:
-            raise ConfigError(f'{source}: unknown key final_rung.{unknown[0]} (known: {", ".join(sorted(SECTION_KEYS))})')
+            known = ', '.join(sorted(SECTION_KEYS))
+            raise ConfigError(f'{source}: unknown key final_rung.{unknown[0]} (known: {known})')
         proxy = section.get('proxy')
         if not isinstance(proxy, Mapping) or not proxy:
             raise ConfigError(f'{source}: final_rung.proxy must name what the final rung changes in `proxy` '
@@ -104,20 +103,14 @@ def pick_finalists(results: StudyResults, rung: FinalRung, seeds: Sequence[int])
             mean = sum(by_seed[s] for s in seeds) / len(seeds)
             genomes.append(Finalist(ranked.key, 'genome', ranked.formula, mean, ranked.genome))
     winner = results.decided_winner()
-    genomes.sort(key=lambda f: (f.name != winner, -f.proxy_value))
-    chosen = genomes[:1] + sorted(genomes[1:], key=lambda f: -f.proxy_value)[:rung.genomes - 1]
+    genomes.sort(key=lambda f: (f.name != winner, -f.proxy_value))   # the winner first, then by mean
+    chosen = genomes[:rung.genomes]
     baselines = []
     for name, runs in results.baseline_runs().items():
         if all(seed in runs for seed in seeds):
             baselines.append(Finalist(name, 'baseline', baseline_label(name), sum(runs[s] for s in seeds) / len(seeds)))
     baselines.sort(key=lambda f: (-f.proxy_value, f.name))
     return chosen + baselines[:rung.baselines]
-
-
-def _done(study, finalist: str, seed: int) -> bool:
-    return any(t.user_attrs.get(ATTR_RUNG) == FINAL_RUNG and t.user_attrs.get(ATTR_FINALIST) == finalist
-               and t.user_attrs.get(ATTR_SEED) == seed
-               for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
 def run_final_rung(study, search_raw: Mapping[str, Any], source: str, base_dir: str, seeds: Sequence[int],
@@ -139,12 +132,13 @@ def run_final_rung(study, search_raw: Mapping[str, Any], source: str, base_dir: 
     study.set_user_attr(STUDY_FINAL_RUNG, rung.signature())
     finalists = pick_finalists(results_of(study, ''), rung, seeds)
     rung_cfg = rung.search_config(search_raw)
-    specs = baseline_specs(search_raw, source, [f.name for f in finalists if f.kind == 'baseline'] or None) \
-        if any(f.kind == 'baseline' for f in finalists) else {}
+    baseline_names = [f.name for f in finalists if f.kind == 'baseline']
+    specs = baseline_specs(search_raw, source, baseline_names) if baseline_names else {}
     jobs = []
     for finalist in finalists:
         for seed in seeds:
-            if _done(study, finalist.name, seed):
+            if st.has_complete_run(study, **{ATTR_RUNG: FINAL_RUNG, ATTR_FINALIST: finalist.name,
+                                             ATTR_SEED: seed}):
                 continue
             task = dict(kind='proxy', seed=int(seed), search_cfg=rung_cfg, label=f'final rung {finalist.label}',
                         genome=json.dumps(finalist.genome) if finalist.kind == 'genome' else None,

@@ -86,6 +86,13 @@ def record_run(study, trial, result: Mapping[str, Any]) -> None:
         study.tell(trial, state=TrialState.FAIL)
 
 
+def has_complete_run(study: optuna.Study, **attrs) -> bool:
+    """Whether a COMPLETE trial carries every one of these user attributes (a reference run already done, e.g.
+    ``baseline='pkd', seed=0``): runs outside the evolution are never run twice."""
+    return any(all(t.user_attrs.get(k) == v for k, v in attrs.items())
+               for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
 def replay_records(study: optuna.Study) -> List[Record]:
     """The finished trials as evolution records (in trial order)."""
     records = []
