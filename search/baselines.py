@@ -119,8 +119,7 @@ def run_baselines_in_study(study, search_raw: Mapping[str, Any], source: str, ba
     """Run the missing (baseline, seed) proxies of ``study`` as Ray tasks (``resources``: the search config's,
     default one CPU each, two at a time); returns name -> mean proxy AP over ``seeds`` (default
     ``baseline_seeds``) of those run now (None: a run failed). A run already COMPLETE is never run again."""
-    from .config import RESOURCE_KEYS
-    from .ray_pool import run_on_ray
+    from .ray_pool import run_recorded_in_study
     specs = baseline_specs(search_raw, source, names)
     seeds = list(seeds if seeds is not None else baseline_seeds(search_raw, source))
     jobs = []
@@ -138,24 +137,15 @@ def run_baselines_in_study(study, search_raw: Mapping[str, Any], source: str, ba
         + ', '.join(baseline_label(name) for name in specs) + f' (seeds {seeds})')
     values: Dict[str, List[Optional[float]]] = {}
 
-    def start(job):
+    def reported(job, result):
         name, seed = job
-        trial = study.ask()
-        for attr, value in ((ATTR_BASELINE, name), (ATTR_SEED, seed), (ATTR_FORMULA, baseline_label(name))):
-            trial.set_user_attr(attr, value)
-        return trial
-
-    def finish(job, trial, result):
-        name, seed = job
-        st.record_run(study, trial, result)
         values.setdefault(name, []).append(result['value'] if result['ok'] else None)
         log(f'[baselines] {name} seed {seed}: ' + (f'proxy AP {result["value"]:.4f}' if result['ok'] else
                                                    f'FAILED ({result["reason"][:100]})'))
 
-    def interrupted(job, trial):
-        st.close_interrupted(study, trial, 'interrupted: the baselines stopped before this run finished')
-
-    run_on_ray(jobs, base_dir, dict(RESOURCE_KEYS, **(resources or {})), start, finish, interrupted, ray_address)
+    run_recorded_in_study(study, jobs, base_dir, resources,
+                          lambda job: {ATTR_BASELINE: job[0], ATTR_SEED: job[1], ATTR_FORMULA: baseline_label(job[0])},
+                          reported, 'interrupted: the baselines stopped before this run finished', ray_address)
     return {name: None if None in runs else sum(runs) / len(runs) for name, runs in values.items()}
 
 

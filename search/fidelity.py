@@ -302,29 +302,23 @@ class Fidelity:
         return out
 
     def _execute(self, study, todo: List[Run], by_name: Mapping[str, Member]) -> None:
-        from .ray_pool import run_on_ray
+        from .ray_pool import run_recorded_in_study
         counter = iter(range(1, len(todo) + 1))
 
-        def start(run: Run):
-            trial = study.ask()
-            trial.set_user_attr(ATTR_FIDELITY, json.dumps(asdict(run)))
-            trial.set_user_attr(ATTR_SEED, run.seed)
-            trial.set_user_attr(st.ATTR_FORMULA, by_name[run.member].formula)
-            return trial
+        def attrs_of(run: Run) -> Dict[str, Any]:
+            return {ATTR_FIDELITY: json.dumps(asdict(run)), ATTR_SEED: run.seed,
+                    st.ATTR_FORMULA: by_name[run.member].formula}
 
-        def finish(run: Run, trial, result: Dict[str, Any]) -> None:
-            st.record_run(study, trial, result)
+        def reported(run: Run, result: Dict[str, Any]) -> None:
             what = 'score' if run.kind == ZERO_COST else 'AP'
             shown = f'{result["value"]:.4f}' if result['ok'] else f'FAILED ({result["reason"][:80]})'
             self.log(f'[fidelity] {next(counter)}/{len(todo)} {run.kind} {run.member} [{run.setting}] seed '
                      f'{run.seed}: {what} {shown} in {result["seconds"]:.0f} s')
 
-        def interrupted(run: Run, trial) -> None:
-            st.close_interrupted(study, trial, 'interrupted: the fidelity run stopped')
-
         try:
-            run_on_ray([(run, self._task(run, by_name[run.member])) for run in todo], self.cfg.base_dir,
-                       self.cfg.resources, start, finish, interrupted, self.ray_address)
+            run_recorded_in_study(study, [(run, self._task(run, by_name[run.member])) for run in todo],
+                                  self.cfg.base_dir, self.cfg.resources, attrs_of, reported,
+                                  'interrupted: the fidelity run stopped', self.ray_address)
         except KeyboardInterrupt:
             self.log(f'[fidelity] interrupted; relaunch the same command to resume (study {self.study_name!r})')
             raise

@@ -119,8 +119,7 @@ def run_final_rung(study, search_raw: Mapping[str, Any], source: str, base_dir: 
     """Train the missing (finalist, seed) runs of the final rung as Ray tasks; returns the finalists (none
     without a ``final_rung`` section)."""
     from .baselines import baseline_specs, distill_losses_of
-    from .config import RESOURCE_KEYS
-    from .ray_pool import run_on_ray
+    from .ray_pool import run_recorded_in_study
     from .results import results_of
     rung = FinalRung.from_config(search_raw, source)
     if rung is None:
@@ -152,25 +151,19 @@ def run_final_rung(study, search_raw: Mapping[str, Any], source: str, base_dir: 
     log(f'[final rung] {len(jobs)} runs under the fuller proxy ({rung.describe()}) decide the answer among: '
         + '; '.join(f'{f.label} ({f.proxy_value:.4f})' for f in finalists))
 
-    def start(job):
+    def attrs_of(job):
         finalist, seed = job
-        trial = study.ask()
         attrs = {ATTR_RUNG: FINAL_RUNG, ATTR_FINALIST: finalist.name, ATTR_FINALIST_KIND: finalist.kind,
                  ATTR_SEED: seed, ATTR_FORMULA: finalist.label}
         if finalist.genome is not None:
             attrs[ATTR_GENOME] = json.dumps(finalist.genome, sort_keys=True)
-        for attr, value in attrs.items():
-            trial.set_user_attr(attr, value)
-        return trial
+        return attrs
 
-    def finish(job, trial, result):
+    def reported(job, result):
         finalist, seed = job
-        st.record_run(study, trial, result)
         log(f'[final rung] {finalist.label[:80]} seed {seed}: ' + (
             f'AP {result["value"]:.4f}' if result['ok'] else f'FAILED ({result["reason"][:100]})'))
 
-    def interrupted(job, trial):
-        st.close_interrupted(study, trial, 'interrupted: the final rung stopped before this run finished')
-
-    run_on_ray(jobs, base_dir, dict(RESOURCE_KEYS, **(resources or {})), start, finish, interrupted, ray_address)
+    run_recorded_in_study(study, jobs, base_dir, resources, attrs_of, reported,
+                          'interrupted: the final rung stopped before this run finished', ray_address)
     return finalists

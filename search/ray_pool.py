@@ -1,5 +1,5 @@
-"""Standalone runs (baselines, fidelity panels) as Ray tasks: at most ``concurrency`` in flight, each with the
-search config's per-trial resources, on the local machine or the cluster at ``ray_address``.
+"""Standalone runs (baselines, the final rung, fidelity panels) as Ray tasks: at most ``concurrency`` in flight,
+each with the search config's per-trial resources, on the local machine or the cluster at ``ray_address``.
 
 The driver records every run itself (the controller is the only writer of the study): ``start(job)`` opens its
 record (an Optuna trial) just before the task is submitted, ``finish(job, record, result)`` closes it when the
@@ -57,3 +57,30 @@ def run_on_ray(jobs: Sequence[Tuple[Any, Mapping[str, Any]]], base_dir: str, res
             interrupted(job, record)
         if started_ray:
             ray.shutdown()
+
+
+def run_recorded_in_study(study, jobs: Sequence[Tuple[Any, Mapping[str, Any]]], base_dir: str,
+                          resources: Optional[Mapping[str, Any]], attrs_of: Callable[[Any], Mapping[str, Any]],
+                          reported: Callable[[Any, Dict[str, Any]], None], stopped_reason: str,
+                          ray_address: Optional[str] = None) -> None:
+    """``run_on_ray`` with each run recorded as a trial of ``study``: opened with the user attributes
+    ``attrs_of(job)``, closed by ``search/study.py: record_run`` (then ``reported(job, result)``: the caller's log
+    line), or closed as interrupted with ``stopped_reason`` if the driver stops first (re-run on relaunch).
+    ``resources``: the search config's (missing keys take their defaults)."""
+    from . import study as st
+    from .config import RESOURCE_KEYS
+
+    def start(job):
+        trial = study.ask()
+        for attr, value in attrs_of(job).items():
+            trial.set_user_attr(attr, value)
+        return trial
+
+    def finish(job, trial, result):
+        st.record_run(study, trial, result)
+        reported(job, result)
+
+    def interrupted(job, trial):
+        st.close_interrupted(study, trial, stopped_reason)
+
+    run_on_ray(jobs, base_dir, dict(RESOURCE_KEYS, **(resources or {})), start, finish, interrupted, ray_address)
