@@ -17,6 +17,12 @@ teacher_outputs=...)`` accepts instead of running the teacher itself, so that se
 teacher module (``workers/proxy.py`` trains K candidate students in lockstep on the same batches) pay the teacher
 forward once per step. Teacher-only per-step values that a loss caches lazily (head outputs, decoded boxes) are
 kept in ``TeacherOutputs.shared`` for the next student of the step.
+
+Mixed precision (``set_feature_autocast``): the backbone and neck forwards of both detectors, where most of the
+FLOPs are, may run under bfloat16 autocast; their features are cast back to float32, so that the heads, the
+detection and distillation losses run at full precision. Why not the whole step: mmcv's compiled ops that the
+heads call (``sigmoid_focal_loss``, ``RoIAlign``, ``nms``) have no bfloat16 kernels, and per-sample sums of
+squared feature differences (FGD, MGD) lose digits in bfloat16.
 """
 from __future__ import annotations
 
@@ -189,6 +195,7 @@ class DetectionDistiller(BaseDetector):
         from .genome import TrainingStrategy   # not at the top: genome -> method_ops -> methods.gkd -> here
         self.distill_schedule = TrainingStrategy(bool(inherit_neck_head), **schedule)
         self._distill_progress: Optional[float] = None
+        self.feature_autocast: Optional[str] = None   # device type of the features' bfloat16 autocast, or None
 
         self.level_pairing = level_pairing
         self.level_pairs = self._pair_levels()
@@ -331,11 +338,28 @@ class DetectionDistiller(BaseDetector):
             adapted = tuple(resized_to(s, t) for s, t in zip(adapted, teacher))
         return raw, adapted, teacher
 
+    def set_feature_autocast(self, device_type: Optional[str]) -> None:
+        """Run both detectors' backbone and neck under bfloat16 autocast on ``device_type`` ('cuda', or 'cpu'
+        where torch supports it), their features cast back to float32; None: full precision everywhere."""
+        self.feature_autocast = device_type
+
+    @property
+    def feature_precision(self) -> str:
+        return 'float32' if self.feature_autocast is None else 'bfloat16'
+
+    def _features(self, detector: nn.Module, inputs: Tensor) -> Tuple[Tensor, ...]:
+        """``detector.extract_feat(inputs)``, under the feature autocast if one is set (float32 features out)."""
+        if self.feature_autocast is None:
+            return tuple(detector.extract_feat(inputs))
+        with torch.autocast(self.feature_autocast, dtype=torch.bfloat16):
+            feats = tuple(detector.extract_feat(inputs))
+        return tuple(f.float() for f in feats)
+
     @torch.no_grad()
     def teacher_forward(self, batch_inputs: Tensor) -> TeacherOutputs:
         """The teacher's features of the student's preprocessed batch (no gradient)."""
         teacher_inputs = self.teacher_inputs(batch_inputs)
-        return TeacherOutputs(teacher_inputs, tuple(self.teacher.extract_feat(teacher_inputs)))
+        return TeacherOutputs(teacher_inputs, self._features(self.teacher, teacher_inputs))
 
     def loss(self, batch_inputs: Tensor, batch_data_samples,
              teacher_outputs: Optional[TeacherOutputs] = None) -> Dict[str, Tensor]:
@@ -344,7 +368,7 @@ class DetectionDistiller(BaseDetector):
         if teacher_outputs is None:
             teacher_outputs = self.teacher_forward(batch_inputs)
         teacher_inputs, teacher_feats = teacher_outputs.inputs, teacher_outputs.feats
-        all_student_feats = tuple(self.student.extract_feat(batch_inputs))
+        all_student_feats = self._features(self.student, batch_inputs)
         raw_feats, student_feats, paired_teacher_feats = self.paired_features(all_student_feats, teacher_feats)
         with _recording(self.student, self._recorders) as recorded, \
                 features_reused(self.student, all_student_feats):

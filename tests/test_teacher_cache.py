@@ -270,12 +270,13 @@ def test_a_leftover_temporary_folder_is_ignored_and_a_failed_build_leaves_nothin
 
 
 # ---------------------------------------------------------------------------------------------- stale keys
-def test_a_changed_checkpoint_or_subset_changes_the_cache_folder(retinanet, tmp_path):
+def test_a_changed_checkpoint_subset_or_precision_changes_the_cache_folder(retinanet, tmp_path):
     checkpoint = str(tmp_path / 'teacher.pth')
     shutil.copyfile(retinanet.checkpoint, checkpoint)
     cfg = dict(retinanet.cfg, teacher=dict(retinanet.cfg['teacher'], checkpoint=checkpoint))
     key = cache_key(cfg, retinanet.data, ROOT)
     assert cache_key(cfg, retinanet.data, ROOT) == key   # deterministic
+    assert cache_key(cfg, retinanet.data, ROOT, 'bfloat16') != key   # a bfloat16 teacher forward (proxy.amp)
     state = torch.load(checkpoint, weights_only=False)
     first = next(k for k in state['state_dict'] if k.startswith('backbone.'))
     state['state_dict'][first] = state['state_dict'][first] + 1.0   # a retrained teacher, same file size

@@ -16,13 +16,13 @@ text for the controller).
 ``run_proxy_group`` is the shared-teacher trial: K candidates trained in lockstep on the same batches, the batch
 and the teacher forward computed once per step for all of them; each candidate keeps its own distiller state and
 random streams, so a group reproduces K single trials with the same seeds. ``run_proxy_trial`` is a group of one.
-On a GPU the steps run under bfloat16 autocast (``proxy.amp``) and batches come from pinned memory. Given a
+On a GPU the backbone and neck forwards run under bfloat16 autocast (``proxy.amp``; the heads and losses at
+full precision: ``DetectionDistiller.set_feature_autocast``) and batches come from pinned memory. Given a
 search's ``teacher_cache_dir``, the teacher's features come from the search's teacher cache where it is eligible
 and pays (``proxy.teacher_cache``, workers/teacher_cache.py) instead of a teacher forward per step.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -157,11 +157,13 @@ class _IntervalMeans:
         return means
 
 
-def _autocast(settings: ProxySettings, device: str):
-    """bfloat16 autocast on a GPU when ``proxy.amp`` (no loss scaling needed); full precision on CPU."""
+def feature_autocast_device(settings: ProxySettings, device: str) -> Optional[str]:
+    """Where the proxy's backbone and neck forwards run under bfloat16 autocast: on a GPU that supports it when
+    ``proxy.amp`` (no loss scaling needed); never on CPU, where bfloat16 convolutions are slower on most machines
+    (tests run this path on CPU through ``DetectionDistiller.set_feature_autocast('cpu')``)."""
     if device == 'cuda' and settings.amp and torch.cuda.is_bf16_supported():
-        return torch.autocast('cuda', dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        return 'cuda'
+    return None
 
 
 class _Candidate:
@@ -180,13 +182,12 @@ class _Candidate:
         self.iterations = 0
         self.wall_time = 0.0
 
-    def train_step(self, data: dict, teacher, iteration: int, settings: ProxySettings, autocast) -> None:
+    def train_step(self, data: dict, teacher, iteration: int, settings: ProxySettings) -> None:
         """One step on the shared preprocessed batch and teacher outputs; the loss terms are checked before the
         update (a rejected candidate never updates)."""
         model = self.model
         model.set_distill_progress((iteration - 1) / settings.iterations)   # as a Runner counts: 0 at the start
-        with autocast:
-            losses = model.loss(data['inputs'], data['data_samples'], teacher_outputs=teacher)
+        losses = model.loss(data['inputs'], data['data_samples'], teacher_outputs=teacher)
         total, log_vars = model.parse_losses(losses)
         values = {key: float(value.detach()) if torch.is_tensor(value) else float(value)
                   for key, value in log_vars.items()}
@@ -221,6 +222,7 @@ def _build_candidates(search_cfg, genomes, seeds, reports, settings, base_dir, d
             if candidates:
                 model.teacher = candidates[0].model.teacher   # frozen, eval mode, no grad: safely shared
             model = model.to(device)
+            model.set_feature_autocast(feature_autocast_device(settings, device))
             model.train()
             candidates.append(_Candidate(genome, seed, report, model, settings))
     return candidates
@@ -249,7 +251,6 @@ def _train_lockstep(candidates: List[_Candidate], data: ProxyData, seed: int, se
     batch_rng = RngStreams(seed)   # the batch order and the random flips depend on the seed only
     with batch_rng.active():
         batches = data.train_batches(seed, pin_memory=device == 'cuda')
-    autocast = _autocast(settings, device)
     for iteration in range(1, settings.iterations + 1):
         active = [c for c in candidates if c.failure is None]
         if not active:
@@ -257,14 +258,13 @@ def _train_lockstep(candidates: List[_Candidate], data: ProxyData, seed: int, se
         head = active[0].model   # every candidate has the same preprocessor (the student's) and teacher
         with batch_rng.active():
             batch = head.data_preprocessor(next(batches), True)
-        with autocast:
-            teacher = (teacher_cache.teacher_outputs(head, batch) if teacher_cache is not None
-                       else head.teacher_forward(batch['inputs']))
+        teacher = (teacher_cache.teacher_outputs(head, batch) if teacher_cache is not None
+                   else head.teacher_forward(batch['inputs']))
         for candidate in active:
             candidate.iterations = iteration
             try:
                 with candidate.rng.active():
-                    candidate.train_step(batch, teacher, iteration, settings, autocast)
+                    candidate.train_step(batch, teacher, iteration, settings)
                     _evaluate_and_report(candidate, iteration, settings, evaluate)
             except Exception as exc:   # this candidate ends (rejected, crashed, or stopped by its report)
                 candidate.failure = exc

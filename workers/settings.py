@@ -63,7 +63,7 @@ class ProxySettings:
     eval_interval: Optional[int] = None            # None: AP only at the end
     reject: RejectSettings = RejectSettings()
     num_workers: int = 0
-    amp: bool = True                               # bfloat16 autocast when the trial runs on a GPU (never on CPU)
+    amp: bool = True                               # bfloat16 backbone/neck forwards on a GPU (never on CPU)
     teacher_cache: Union[str, bool] = 'auto'       # teacher features of the proxy subset memory-mapped
     teacher_cache_max_gb: float = 4.0              # (workers/teacher_cache.py): 'auto' where it pays, True, False
     level_pairing: str = 'stride'                  # FPN levels: equal strides, or PKD's index + resize ('index')

@@ -198,10 +198,11 @@ def _file_fingerprint(path: str) -> Dict[str, Any]:
     return dict(path=osp.abspath(path), size=stat.st_size, mtime_ns=stat.st_mtime_ns, head_sha256=head)
 
 
-def cache_key(search_cfg: Mapping, data, base_dir: str = '.') -> str:
+def cache_key(search_cfg: Mapping, data, base_dir: str = '.', precision: str = 'float32') -> str:
     """A hash of everything the cached features depend on: the resolved teacher config, the checkpoint file, the
-    proxy training images (ids, annotation file, data root), the train pipeline and the student's data
-    preprocessor (the teacher sees the student's preprocessed batch, re-normalised)."""
+    proxy training images (ids, annotation file, data root), the train pipeline, the student's data
+    preprocessor (the teacher sees the student's preprocessed batch, re-normalised) and the precision of the
+    teacher's forward (``DetectionDistiller.feature_precision``)."""
     from distill_core.model_config import load_config
     teacher_config = load_config(resolve_path(search_cfg['teacher']['config'], base_dir))
     student_config = load_config(resolve_path(search_cfg['student']['config'], base_dir))
@@ -214,6 +215,8 @@ def cache_key(search_cfg: Mapping, data, base_dir: str = '.') -> str:
         data_root=data.dataset_cfg.get('data_root'), data_prefix=data.dataset_cfg.get('data_prefix'),
         pipeline=data.dataset_cfg['pipeline'],
         data_preprocessor=student_config.model.get('data_preprocessor'))
+    if precision != 'float32':   # float32 adds nothing, so that caches built before this part existed stay valid
+        parts['precision'] = precision
     text = json.dumps(parts, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -364,7 +367,7 @@ def open_teacher_cache(search_cfg: Mapping, settings: ProxySettings, data, model
         return None, 'proxy.teacher_cache is False'
     if cache_dir is None and settings.teacher_cache == 'auto':
         return None, 'no teacher cache folder given'
-    key = cache_key(search_cfg, data, base_dir)
+    key = cache_key(search_cfg, data, base_dir, model.feature_precision)
     if cache_dir is not None and _is_complete(cache_folder(cache_dir, key)):
         return TeacherFeatureCache(cache_folder(cache_dir, key)), 'already built'
     eligibility = cache_eligibility(data, model, settings.teacher_cache_max_gb, images)
