@@ -1,11 +1,15 @@
 """Published baselines under the search's own proxy: reference lines for the dashboard and the report.
 
-``none`` trains the student alone; ``fgd``, ``mgd``, ``pkd``, ``crosskd`` and ``bckd`` train it with that method's
-distillation losses (``FGDLoss`` / ``MGDLoss`` / ``PKDLoss`` / ``CrossKDLoss`` / ``BCKDLoss``), on exactly the
+``none`` trains the student alone (nothing inherited from the teacher); ``fgd``, ``mgd``, ``pkd``, ``crosskd`` and
+``bckd`` train it with that method's recipe: its distillation losses (``FGDLoss`` / ``MGDLoss`` / ``PKDLoss`` /
+``CrossKDLoss`` / ``BCKDLoss``) and its training strategy (``baseline_strategy``: whether its config inherits the
+teacher's neck/head, its warm-up or decay of the distillation weight), not the proxy's. They run on exactly the
 proxy task and budget of the search's trials, on the seeds the search decides its finalists on (``train_seed``
 and one per re-evaluation), so that their means compare with the finalists'. Each run is stored as a trial with
 user attribute ``baseline=<name>`` and no ``key``: the evolution's replay ignores it; the results rank it beside
-the genomes (search/results.py), so the answer may be a published baseline.
+the genomes (search/results.py), so the answer may be a published baseline. The run records the strategy it
+trained with (``strategy``): a run of another recipe (before the recipes were honoured, every baseline trained
+with the proxy's ``inherit_neck_head``) does not count as done.
 
 Where the losses come from: the search config's optional ``baselines`` section, either a list of names or a
 dict ``name -> distiller config`` (whose ``model.distill_losses`` is used; ``None`` for ``none``). A bare name
@@ -28,7 +32,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from distill_core.errors import ConfigError, DetKDSError
 
 from . import study as st
-from .results import ATTR_BASELINE, baseline_label
+from .results import ATTR_BASELINE, ATTR_STRATEGY, baseline_label
 from .storage import ATTR_FORMULA, ATTR_SEED
 
 DEFAULT_BASELINES = ('none', 'fgd', 'mgd', 'pkd', 'crosskd', 'bckd')
@@ -104,6 +108,35 @@ def distill_losses_of(path: Optional[str]) -> Optional[List[Dict[str, Any]]]:
     return [json.loads(json.dumps(loss)) for loss in losses]   # plain dicts for the worker
 
 
+def baseline_strategy(path: Optional[str]):
+    """How the published recipe trains the student: its config's ``model.inherit_neck_head`` (default False, as
+    ``DetectionDistiller``) and ``model.distill_schedule`` (warm-up, decay); the student alone (``path`` None)
+    inherits nothing."""
+    from distill_core.genome import TrainingStrategy
+    if path is None:
+        return TrainingStrategy(False)
+    from distill_core.model_config import load_config
+    model = load_config(path).get('model') or {}
+    return TrainingStrategy(bool(model.get('inherit_neck_head', False)), **dict(model.get('distill_schedule') or {}))
+
+
+def baseline_genome(path: Optional[str]) -> str:
+    """The baseline's genome for a proxy run: no searched term, the recipe's strategy (its losses travel as the
+    run's ``distill_losses``)."""
+    from distill_core.genome import Genome
+    return Genome((), baseline_strategy(path)).to_json()
+
+
+def strategy_attr(path: Optional[str]) -> str:
+    """The ``strategy`` attribute of a baseline run: what makes two runs of one baseline the same recipe."""
+    return json.dumps(baseline_strategy(path).to_dict(), sort_keys=True)
+
+
+def has_recipe_run(study, path: Optional[str], **attrs) -> bool:
+    """Whether a COMPLETE run with these attributes trained the baseline's recipe (``strategy_attr``)."""
+    return st.has_complete_run(study, **attrs, **{ATTR_STRATEGY: strategy_attr(path)})
+
+
 def baseline_seeds(search_raw: Mapping[str, Any], source: str = 'search config') -> List[int]:
     """The seeds a search decides its finalists on (train_seed, then one per re-evaluation): the baselines are
     measured on the same ones, so that their means compare with the finalists' means."""
@@ -124,11 +157,11 @@ def run_baselines_in_study(study, search_raw: Mapping[str, Any], source: str, ba
     seeds = list(seeds if seeds is not None else baseline_seeds(search_raw, source))
     jobs = []
     for name, path in specs.items():
-        losses = distill_losses_of(path)
+        losses, genome = distill_losses_of(path), baseline_genome(path)
         for seed in seeds:
-            if st.has_complete_run(study, **{ATTR_BASELINE: name, ATTR_SEED: seed}):
+            if has_recipe_run(study, path, **{ATTR_BASELINE: name, ATTR_SEED: seed}):
                 continue
-            jobs.append(((name, seed), dict(kind='proxy', seed=seed, distill_losses=losses, genome=None,
+            jobs.append(((name, seed), dict(kind='proxy', seed=seed, distill_losses=losses, genome=genome,
                                             search_cfg=dict(search_raw), label=f'baseline {name}')))
     if not jobs:
         log(f'[baselines] {", ".join(specs)}: already evaluated (seeds {seeds})')
@@ -144,7 +177,8 @@ def run_baselines_in_study(study, search_raw: Mapping[str, Any], source: str, ba
                                                    f'FAILED ({result["reason"][:100]})'))
 
     run_recorded_in_study(study, jobs, base_dir, resources,
-                          lambda job: {ATTR_BASELINE: job[0], ATTR_SEED: job[1], ATTR_FORMULA: baseline_label(job[0])},
+                          lambda job: {ATTR_BASELINE: job[0], ATTR_SEED: job[1], ATTR_FORMULA: baseline_label(job[0]),
+                                       ATTR_STRATEGY: strategy_attr(specs[job[0]])},
                           reported, 'interrupted: the baselines stopped before this run finished', ray_address)
     return {name: None if None in runs else sum(runs) / len(runs) for name, runs in values.items()}
 

@@ -367,11 +367,11 @@ def _chosen(results: StudyResults, rank: int, answer: Optional[Mapping[str, Any]
 
 def render_baseline_export(results: StudyResults, raw: Mapping[str, Any], path: str, answer: Mapping[str, Any],
                            out: str) -> str:
-    """The training config of a published baseline that the search did not beat: its own losses, the proxy's
-    strategy and the full-training schedule."""
-    from .baselines import baseline_specs, distill_losses_of
+    """The training config of a published baseline that the search did not beat: its recipe (its own losses and
+    training strategy, as its runs trained) and the full-training schedule."""
+    from .baselines import baseline_specs, baseline_strategy, distill_losses_of
     spec = baseline_specs(raw, path, [answer['name']])[answer['name']]
-    cfg = build_training_config(raw, distill_losses_of(spec) or [], path)
+    cfg = build_training_config(raw, distill_losses_of(spec) or [], path, baseline_strategy(spec))
     header = '\n'.join([
         f'# The answer of study {_comment(results.study)} is the published baseline {_comment(answer["label"])}: no '
         'searched distiller', f'# beat its {"final-rung" if answer.get("decided_by") == FINAL_RUNG else "proxy"} AP '

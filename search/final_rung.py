@@ -28,7 +28,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from distill_core.errors import ConfigError
 
 from . import study as st
-from .results import ATTR_FINALIST, ATTR_FINALIST_KIND, ATTR_RUNG, FINAL_RUNG, StudyResults, baseline_label
+from .results import (ATTR_FINALIST, ATTR_FINALIST_KIND, ATTR_RUNG, ATTR_STRATEGY, FINAL_RUNG, StudyResults,
+                      baseline_label)
 from .storage import ATTR_FORMULA, ATTR_GENOME, ATTR_SEED
 
 SECTION_KEYS = {'proxy', 'genomes', 'baselines'}
@@ -118,7 +119,7 @@ def run_final_rung(study, search_raw: Mapping[str, Any], source: str, base_dir: 
                    ray_address: Optional[str] = None) -> List[Finalist]:
     """Train the missing (finalist, seed) runs of the final rung as Ray tasks; returns the finalists (none
     without a ``final_rung`` section)."""
-    from .baselines import baseline_specs, distill_losses_of
+    from .baselines import baseline_genome, baseline_specs, distill_losses_of, has_recipe_run, strategy_attr
     from .ray_pool import run_recorded_in_study
     from .results import results_of
     rung = FinalRung.from_config(search_raw, source)
@@ -135,14 +136,15 @@ def run_final_rung(study, search_raw: Mapping[str, Any], source: str, base_dir: 
     specs = baseline_specs(search_raw, source, baseline_names) if baseline_names else {}
     jobs = []
     for finalist in finalists:
+        spec = specs.get(finalist.name) if finalist.kind == 'baseline' else None
         for seed in seeds:
-            if st.has_complete_run(study, **{ATTR_RUNG: FINAL_RUNG, ATTR_FINALIST: finalist.name,
-                                             ATTR_SEED: seed}):
+            attrs = {ATTR_RUNG: FINAL_RUNG, ATTR_FINALIST: finalist.name, ATTR_SEED: seed}
+            if (has_recipe_run(study, spec, **attrs) if finalist.kind == 'baseline'
+                    else st.has_complete_run(study, **attrs)):
                 continue
             task = dict(kind='proxy', seed=int(seed), search_cfg=rung_cfg, label=f'final rung {finalist.label}',
-                        genome=json.dumps(finalist.genome) if finalist.kind == 'genome' else None,
-                        distill_losses=distill_losses_of(specs[finalist.name]) if finalist.kind == 'baseline'
-                        else None)
+                        genome=json.dumps(finalist.genome) if finalist.kind == 'genome' else baseline_genome(spec),
+                        distill_losses=distill_losses_of(spec) if finalist.kind == 'baseline' else None)
             jobs.append(((finalist, int(seed)), task))
     if not jobs:
         if finalists:
@@ -157,6 +159,8 @@ def run_final_rung(study, search_raw: Mapping[str, Any], source: str, base_dir: 
                  ATTR_SEED: seed, ATTR_FORMULA: finalist.label}
         if finalist.genome is not None:
             attrs[ATTR_GENOME] = json.dumps(finalist.genome, sort_keys=True)
+        else:   # a baseline: the recipe it trained (search/baselines.py)
+            attrs[ATTR_STRATEGY] = strategy_attr(specs[finalist.name])
         return attrs
 
     def reported(job, result):

@@ -27,6 +27,7 @@ ATTR_BASELINE = 'baseline'        # name of a reference run ('none', 'fgd', ...)
 ATTR_RUNG = 'rung'                # 'final': a final-rung run (search/final_rung.py); no `key`, no `baseline`
 ATTR_FINALIST = 'finalist'        # a final-rung run's genome key or baseline name
 ATTR_FINALIST_KIND = 'finalist_kind'   # 'genome' | 'baseline'
+ATTR_STRATEGY = 'strategy'        # a baseline run's training strategy (its recipe's; search/baselines.py), JSON
 FINAL_RUNG = 'final'
 BASELINE_LABELS = {'none': 'no distillation', 'fgd': 'FGD', 'mgd': 'MGD', 'pkd': 'PKD', 'crosskd': 'CrossKD',
                    'bckd': 'BCKD'}
@@ -51,6 +52,7 @@ class TrialView:
     rung: Optional[str]               # 'final' for a final-rung run
     finalist: Optional[str]           # its genome key or baseline name
     finalist_kind: Optional[str]
+    strategy: Optional[str]           # a baseline run's recipe strategy (None: recorded before recipes were kept)
     reason: str
     metrics: Dict[str, float]
     curve: List[Dict[str, float]]
@@ -71,7 +73,7 @@ class TrialView:
                    seed=None if seed is None else int(seed), formula=str(attrs.get(ATTR_FORMULA, '')),
                    genome=attrs.get(ATTR_GENOME), interrupted=bool(attrs.get(st.ATTR_INTERRUPTED, False)),
                    baseline=attrs.get(ATTR_BASELINE), rung=attrs.get(ATTR_RUNG), finalist=attrs.get(ATTR_FINALIST),
-                   finalist_kind=attrs.get(ATTR_FINALIST_KIND), reason=str(attrs.get(ATTR_FAIL_REASON, '')),
+                   finalist_kind=attrs.get(ATTR_FINALIST_KIND), strategy=attrs.get(ATTR_STRATEGY), reason=str(attrs.get(ATTR_FAIL_REASON, '')),
                    metrics={k: float(v) for k, v in sorted((attrs.get(st.ATTR_METRICS) or {}).items())},
                    curve=list(curve), intermediate=dict(sorted(trial.intermediate_values.items())))
 
@@ -198,23 +200,36 @@ class StudyResults:
         return {name: sum(v) / len(v) for name, v in sorted(groups.items())}
 
     def baseline_runs(self) -> Dict[str, Dict[int, float]]:
-        """Proxy AP of every COMPLETE baseline run: name -> seed -> AP."""
+        """Proxy AP of every COMPLETE baseline run: name -> seed -> AP. A run that records its recipe's strategy
+        supersedes one that does not (trained with the proxy's strategy, before recipes were honoured)."""
         runs: Dict[str, Dict[int, float]] = {}
+        recorded = set()   # (name, seed) with a run that records its strategy
         for trial in self.trials:
             if trial.baseline is not None and trial.complete and trial.seed is not None:
-                runs.setdefault(str(trial.baseline), {})[int(trial.seed)] = trial.value
+                name, seed = str(trial.baseline), int(trial.seed)
+                if trial.strategy is None and (name, seed) in recorded:
+                    continue
+                if trial.strategy is not None:
+                    recorded.add((name, seed))
+                runs.setdefault(name, {})[seed] = trial.value
         return dict(sorted(runs.items()))
 
     def final_runs(self) -> Dict[str, Dict[str, Any]]:
         """The final rung (search/final_rung.py): finalist -> dict(kind, label, genome, runs=seed -> AP of its
         COMPLETE runs, failed=whether any run failed), in first-run order; empty without one."""
         out: Dict[str, Dict[str, Any]] = {}
+        recorded = set()   # (baseline, seed) with a run that records its recipe (as baseline_runs)
         for trial in self.trials:
             if trial.rung != FINAL_RUNG or trial.finalist is None or trial.interrupted:
                 continue
             entry = out.setdefault(trial.finalist, dict(kind=trial.finalist_kind, label=trial.formula,
                                                         genome=trial.genome, runs={}, failed=False))
             if trial.complete and trial.seed is not None:
+                run = (trial.finalist, int(trial.seed))
+                if trial.finalist_kind == 'baseline' and trial.strategy is None and run in recorded:
+                    continue
+                if trial.strategy is not None:
+                    recorded.add(run)
                 entry['runs'][int(trial.seed)] = trial.value
             elif trial.state == TrialState.FAIL.name:
                 entry['failed'] = True

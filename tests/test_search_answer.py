@@ -9,6 +9,7 @@ from optuna.trial import TrialState
 
 from search.results import STUDY_ANSWER, decide_answer, describe_answer, read_results
 
+from .demo_utils import ROOT
 from .test_search_launch import cli, finish, kill_after_finished, load, write_search_config
 
 
@@ -40,10 +41,12 @@ def test_a_baseline_no_genome_beats_is_the_answer_and_export_writes_it(tmp_path,
     study = load(cwd, tiny_results['study'])
     results = read_results(study.study_name, run_dir=str(cwd / 'runs' / study.study_name))
     best = max(r.value for r in results.ranked())
+    from search.baselines import strategy_attr
+    pkd_recipe = strategy_attr(f'{ROOT}/configs/distillers/pkd/pkd_demo_retinanet.py')   # runs of PKD's recipe
     for seed in (0, 1):
         study.add_trial(optuna.trial.create_trial(
             value=best + 0.05, params={}, distributions={},
-            user_attrs={'baseline': 'pkd', 'seed': seed, 'formula': 'PKD'}))
+            user_attrs={'baseline': 'pkd', 'seed': seed, 'formula': 'PKD', 'strategy': pkd_recipe}))
     results = read_results(study.study_name, run_dir=str(cwd / 'runs' / study.study_name))
     answer = decide_answer(results, [0, 1], lambda genome: None)
     assert answer['kind'] == 'baseline' and answer['name'] == 'pkd' and answer['published']
@@ -56,7 +59,9 @@ def test_a_baseline_no_genome_beats_is_the_answer_and_export_writes_it(tmp_path,
     assert 'is the published baseline PKD' in text and "type='PKDLoss'" in text
     assert 'SearchedDistillLoss' not in text
     from mmengine.config import Config
-    assert Config.fromfile(str(out)).model.type == 'DetectionDistiller'
+    exported = Config.fromfile(str(out)).model
+    assert exported.type == 'DetectionDistiller'
+    assert exported.inherit_neck_head is False   # PKD's recipe, although the search's proxy inherits
     # --searched: the best searched genome all the same (what a benchmark trains beside the answer)
     rc, stdout, err = finish(cli(['export', '--study', study.study_name, '--searched'], cwd=cwd))
     assert rc == 0, err[-3000:]

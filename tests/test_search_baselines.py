@@ -38,6 +38,48 @@ def test_a_non_demo_pair_must_name_its_method_configs(tmp_path):
         baseline_specs(dict(raw, baselines={'none': None}), 'cfg.py', names=['gkd'])
 
 
+def test_each_baseline_trains_its_published_recipe(tmp_path, shapes_root):
+    """Its losses and its config's strategy, not the proxy's: the demo PKD trains without the teacher's neck/head,
+    FGD with them, the student alone inherits nothing, although the proxy inherits (proxy.inherit_neck_head)."""
+    import json
+    from search.baselines import baseline_genome, baseline_specs, baseline_strategy, distill_losses_of, strategy_attr
+    from search.config import load_search_config
+    from workers.proxy import build_distiller, distill_losses_for
+    from workers.settings import check_search_config
+    from .demo_utils import build_teacher_checkpoint, tiny_proxy
+    raw = tiny_proxy(load_search_config(osp.join(ROOT, 'configs/search/demo_faster_rcnn.py')).raw, shapes_root,
+                     build_teacher_checkpoint('faster_rcnn', tmp_path))
+    settings = check_search_config(raw)
+    assert settings.inherit_neck_head is True
+    specs = baseline_specs(raw, 'cfg.py', ['none', 'pkd', 'fgd'])
+    assert [baseline_strategy(specs[n]).inherit_neck_head for n in ('none', 'pkd', 'fgd')] == [False, False, True]
+    assert json.loads(strategy_attr(specs['pkd'])) == dict(inherit_neck_head=False, warmup=0.0, decay='none')
+    for name, inherits in (('none', False), ('pkd', False), ('fgd', True)):
+        genome = baseline_genome(specs[name])
+        assert distill_losses_for(genome) == []   # a strategy alone: the method's losses come separately
+        model = build_distiller(raw, genome, settings, ROOT, distill_losses_of(specs[name]))
+        assert bool(model.inherited_keys) is inherits, name
+        assert {key.split('_fpn')[0] for key in model.distill_losses} == {
+            entry['name'] for entry in distill_losses_of(specs[name]) or []}   # one module per level
+
+
+def test_a_run_of_the_recipe_supersedes_one_of_the_proxys_strategy():
+    """Runs recorded before recipes were honoured (no `strategy`) are neither counted as done nor mixed in."""
+    import optuna
+    from search.baselines import has_recipe_run, strategy_attr
+    from search.results import results_of
+    pkd = osp.join(ROOT, 'configs', 'distillers', 'pkd', 'pkd_demo_retinanet.py')
+    study = optuna.create_study(direction='maximize')
+    for value, attrs in ((0.30, {}), (0.20, {'strategy': strategy_attr(pkd)}), (0.50, {})):
+        study.add_trial(optuna.trial.create_trial(value=value, params={}, distributions={},
+                                                  user_attrs=dict(baseline='pkd', seed=0, formula='PKD', **attrs)))
+    assert has_recipe_run(study, pkd, baseline='pkd', seed=0)
+    assert not has_recipe_run(study, pkd, baseline='pkd', seed=1)
+    fgd = osp.join(ROOT, 'configs', 'distillers', 'fgd', 'fgd_demo_retinanet.py')
+    assert not has_recipe_run(study, fgd, baseline='pkd', seed=0)   # another recipe (FGD's inherits)
+    assert results_of(study, '').baseline_runs() == {'pkd': {0: 0.20}}
+
+
 @pytest.mark.slow
 def test_baseline_trials_train_the_method_under_the_proxy(tiny_results):
     from search.results import read_results
@@ -53,6 +95,10 @@ def test_baseline_trials_train_the_method_under_the_proxy(tiny_results):
         assert all(t.complete and t.key is None and t.curve for t in trials)
         mean = sum(t.value for t in trials) / len(trials)
         assert mean == pytest.approx(tiny_results['baselines'][name])
+    from search.baselines import baseline_specs, strategy_attr
+    specs = baseline_specs({'student': {'config': DEMO_STUDENT}}, 'cfg.py', ['none', 'pkd'])
+    for name, trials in runs.items():   # each trained its own recipe (the demo PKD: no inheritance)
+        assert {t.strategy for t in trials} == {strategy_attr(specs[name])}
     baselines = {name: trials[0] for name, trials in runs.items()}
     assert not [t for t in results.loss_terms(baselines['none']) if 'pkd' in t]
     assert 'loss_pkd_fpn0' in results.loss_terms(baselines['pkd'])       # PKD's loss was trained

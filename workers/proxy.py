@@ -69,12 +69,15 @@ class ProxyResult:
 
 # ---------------------------------------------------------------------------------------------- building
 def distill_losses_for(genome) -> List[dict]:
-    """The distiller's ``distill_losses`` for a genome (Genome, its JSON or dict), or none for ``None``."""
+    """The distiller's ``distill_losses`` for a genome (Genome, its JSON or dict), or none for ``None`` or a genome
+    without terms (a strategy alone: a baseline's recipe, whose losses come separately)."""
     if genome is None:
         return []
     from distill_core.genome import Genome
-    return [dict(name=SEARCHED_LOSS_NAME, loss=dict(type='SearchedDistillLoss',
-                                                   genome=Genome.parse(genome).to_json()))]
+    genome = Genome.parse(genome)
+    if not genome.terms:
+        return []
+    return [dict(name=SEARCHED_LOSS_NAME, loss=dict(type='SearchedDistillLoss', genome=genome.to_json()))]
 
 
 def training_strategy(genome, settings: ProxySettings):

@@ -73,7 +73,8 @@ full_training = dict(max_iters=600, val_interval=600, optimizer=dict(type='AdamW
 
 # The bar, run before the first exploration trial under the same proxy and on the finalists' seeds (train_seed and
 # the re-evaluation seeds: 3 here), never re-run on resume (search/baselines.py): the student alone and the
-# published methods with their shipped demo weights. The answer is a searched genome only if it beats them.
+# published methods with their shipped demo recipes (loss weights, inheritance of the teacher's neck/head). The
+# answer is a searched genome only if it beats them.
 baselines = ['none', 'fgd', 'mgd', 'pkd']
 
 # Optional (search/final_rung.py): the best finalists and baselines re-trained under a fuller proxy, which then
