@@ -8,8 +8,9 @@ proxy task and budget of the search's trials, on the seeds the search decides it
 and one per re-evaluation), so that their means compare with the finalists'. Each run is stored as a trial with
 user attribute ``baseline=<name>`` and no ``key``: the evolution's replay ignores it; the results rank it beside
 the genomes (search/results.py), so the answer may be a published baseline. The run records the strategy it
-trained with (``strategy``): a run of another recipe (before the recipes were honoured, every baseline trained
-with the proxy's ``inherit_neck_head``) does not count as done.
+trained with (``strategy``). Before recipes were honoured every baseline trained with the proxy's strategy: such
+a run counts as done only where that is its recipe's (FGD's inheritance under an inheriting proxy), and a run of
+the recipe supersedes it in the results.
 
 Where the losses come from: the search config's optional ``baselines`` section, either a list of names or a
 dict ``name -> distiller config`` (whose ``model.distill_losses`` is used; ``None`` for ``none``). A bare name
@@ -132,9 +133,15 @@ def strategy_attr(path: Optional[str]) -> str:
     return json.dumps(baseline_strategy(path).to_dict(), sort_keys=True)
 
 
-def has_recipe_run(study, path: Optional[str], **attrs) -> bool:
-    """Whether a COMPLETE run with these attributes trained the baseline's recipe (``strategy_attr``)."""
-    return st.has_complete_run(study, **attrs, **{ATTR_STRATEGY: strategy_attr(path)})
+def has_recipe_run(study, path: Optional[str], search_raw: Mapping[str, Any], **attrs) -> bool:
+    """Whether a COMPLETE run with these attributes trained the baseline's recipe (``strategy_attr``). A run
+    recorded without its strategy trained with the proxy's (``search_raw``): it counts where that is the recipe's."""
+    from .export import proxy_strategy
+    recipe = strategy_attr(path)
+    if st.has_complete_run(study, **attrs, **{ATTR_STRATEGY: recipe}):
+        return True
+    return (recipe == json.dumps(proxy_strategy(search_raw).to_dict(), sort_keys=True)
+            and st.has_complete_run(study, **attrs, **{ATTR_STRATEGY: None}))
 
 
 def baseline_seeds(search_raw: Mapping[str, Any], source: str = 'search config') -> List[int]:
@@ -159,7 +166,7 @@ def run_baselines_in_study(study, search_raw: Mapping[str, Any], source: str, ba
     for name, path in specs.items():
         losses, genome = distill_losses_of(path), baseline_genome(path)
         for seed in seeds:
-            if has_recipe_run(study, path, **{ATTR_BASELINE: name, ATTR_SEED: seed}):
+            if has_recipe_run(study, path, search_raw, **{ATTR_BASELINE: name, ATTR_SEED: seed}):
                 continue
             jobs.append(((name, seed), dict(kind='proxy', seed=seed, distill_losses=losses, genome=genome,
                                             search_cfg=dict(search_raw), label=f'baseline {name}')))

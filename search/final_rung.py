@@ -139,7 +139,7 @@ def run_final_rung(study, search_raw: Mapping[str, Any], source: str, base_dir: 
         spec = specs.get(finalist.name) if finalist.kind == 'baseline' else None
         for seed in seeds:
             attrs = {ATTR_RUNG: FINAL_RUNG, ATTR_FINALIST: finalist.name, ATTR_SEED: seed}
-            if (has_recipe_run(study, spec, **attrs) if finalist.kind == 'baseline'
+            if (has_recipe_run(study, spec, rung_cfg, **attrs) if finalist.kind == 'baseline'
                     else st.has_complete_run(study, **attrs)):
                 continue
             task = dict(kind='proxy', seed=int(seed), search_cfg=rung_cfg, label=f'final rung {finalist.label}',

@@ -64,7 +64,8 @@ def test_each_baseline_trains_its_published_recipe(tmp_path, shapes_root):
 
 
 def test_a_run_of_the_recipe_supersedes_one_of_the_proxys_strategy():
-    """Runs recorded before recipes were honoured (no `strategy`) are neither counted as done nor mixed in."""
+    """Runs recorded before recipes were honoured (no `strategy`: the proxy's) count as done only where the proxy's
+    strategy is the recipe's, and a run of the recipe supersedes them."""
     import optuna
     from search.baselines import has_recipe_run, strategy_attr
     from search.results import results_of
@@ -73,10 +74,13 @@ def test_a_run_of_the_recipe_supersedes_one_of_the_proxys_strategy():
     for value, attrs in ((0.30, {}), (0.20, {'strategy': strategy_attr(pkd)}), (0.50, {})):
         study.add_trial(optuna.trial.create_trial(value=value, params={}, distributions={},
                                                   user_attrs=dict(baseline='pkd', seed=0, formula='PKD', **attrs)))
-    assert has_recipe_run(study, pkd, baseline='pkd', seed=0)
-    assert not has_recipe_run(study, pkd, baseline='pkd', seed=1)
+    inheriting_proxy = {'proxy': {'inherit_neck_head': True}}
+    assert has_recipe_run(study, pkd, inheriting_proxy, baseline='pkd', seed=0)
+    assert not has_recipe_run(study, pkd, inheriting_proxy, baseline='pkd', seed=1)
     fgd = osp.join(ROOT, 'configs', 'distillers', 'fgd', 'fgd_demo_retinanet.py')
-    assert not has_recipe_run(study, fgd, baseline='pkd', seed=0)   # another recipe (FGD's inherits)
+    # FGD's recipe inherits: a run without a recorded strategy trained it under an inheriting proxy only
+    assert has_recipe_run(study, fgd, inheriting_proxy, baseline='pkd', seed=0)
+    assert not has_recipe_run(study, fgd, {'proxy': {'inherit_neck_head': False}}, baseline='pkd', seed=0)
     assert results_of(study, '').baseline_runs() == {'pkd': {0: 0.20}}
 
 
