@@ -152,13 +152,18 @@ class Launch:
                      f'finished trials replayed, {closed} interrupted trials re-queued')
         else:
             self.log(f'[search] new study {self.study_name!r} in {self.storage_shown}')
+        from workers.prepare import prepare_search_inputs
         if not evolution.finished:
-            from workers.prepare import prepare_search_inputs
             prepare_search_inputs(self.cfg.raw, self.cfg.base_dir, log=self.log, verbose=self.verbose)
             if st.STUDY_STARTED not in study.user_attrs:   # elapsed counts the search, not its preparation
                 study.set_user_attr(st.STUDY_STARTED, time.time())
             self._baselines_first(study)
             self._run_trials(study, evolution, float(study.user_attrs[st.STUDY_STARTED]))
+        elif self.cfg.raw.get('baselines'):
+            # a finished study relaunched: a baseline added since, or whose recipe changed, runs before the
+            # answer is decided (the others are COMPLETE and are not run again)
+            prepare_search_inputs(self.cfg.raw, self.cfg.base_dir, log=self.log, verbose=self.verbose)
+            self._baselines_first(study)
         summary = self._summary(study, evolution)
         if evolution.finished:
             summary.update(self._after_search(study))
