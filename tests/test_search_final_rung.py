@@ -103,17 +103,23 @@ def test_the_final_rung_decides_and_export_writes_its_choice(copied):
 
 @pytest.mark.slow
 def test_a_relaunch_runs_the_final_rung_once(copied):
-    """A finished study relaunched with a `final_rung` section trains it (Ray tasks, real proxies), decides the
-    answer there and exports it; a second relaunch runs nothing."""
+    """A finished study relaunched with a `final_rung` section and one more baseline runs that baseline first,
+    then trains the rung (Ray tasks, real proxies), decides the answer there and exports it; a second relaunch
+    runs nothing."""
     cwd, name = copied
     config = cwd / 'with_final_rung.py'
     source = open(read_results(name, run_dir=str(cwd / 'runs' / name)).user_attrs[STUDY_CONFIG]).read()
+    source += "baselines = ['none', 'pkd', 'fgd']\n"
     config.write_text(source + "final_rung = dict(proxy=dict(iterations=6, lr_steps=[0.5]), genomes=2, "
                                "baselines=1)\n")
     rc, out, err = finish(cli(['launch', str(config), '--study', name], cwd=cwd))
     assert rc == 0, err[-4000:]
-    assert '[final rung] 6 runs under the fuller proxy' in out, out[-3000:]
+    assert '[baselines] 2 proxy runs first' in out and '[final rung] 6 runs under the fuller proxy' in out, out[-3000:]
     study = load(cwd, name)
+    fgd = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get('baseline') == 'fgd']
+    assert sorted(t.user_attrs['seed'] for t in fgd) == [0, 1] and all(t.user_attrs.get('strategy') for t in fgd)
+    assert max(t.number for t in fgd) < min(t.number for t in study.get_trials(deepcopy=False)
+                                             if t.user_attrs.get('rung') == 'final')
     runs = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get('rung') == 'final']
     assert len(runs) == 6 and all(t.state == optuna.trial.TrialState.COMPLETE for t in runs)
     assert sorted(t.user_attrs['seed'] for t in runs) == [0, 0, 0, 1, 1, 1]
