@@ -30,7 +30,7 @@ ATTR_FINALIST_KIND = 'finalist_kind'   # 'genome' | 'baseline'
 ATTR_STRATEGY = 'strategy'        # a baseline run's training strategy (its recipe's; search/baselines.py), JSON
 FINAL_RUNG = 'final'
 BASELINE_LABELS = {'none': 'no distillation', 'fgd': 'FGD', 'mgd': 'MGD', 'pkd': 'PKD', 'crosskd': 'CrossKD',
-                   'bckd': 'BCKD'}
+                   'bckd': 'BCKD', 'gkd': 'GKD', 'gkd_global': 'Global-Knowledge'}
 
 
 @dataclass(frozen=True)
