@@ -28,8 +28,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from distill_core.errors import ConfigError
 
 from . import study as st
-from .results import (ATTR_FINALIST, ATTR_FINALIST_KIND, ATTR_RUNG, ATTR_STRATEGY, FINAL_RUNG, StudyResults,
-                      baseline_label)
+from .results import (ATTR_FINALIST, ATTR_FINALIST_KIND, ATTR_RUNG, ATTR_STRATEGY, FINAL_RUNG, STUDY_FINALISTS,
+                      StudyResults, baseline_label)
 from .storage import ATTR_FORMULA, ATTR_GENOME, ATTR_SEED
 
 SECTION_KEYS = {'proxy', 'genomes', 'baselines'}
@@ -131,6 +131,8 @@ def run_final_rung(study, search_raw: Mapping[str, Any], source: str, base_dir: 
                           'runs decide the answer: restore that final_rung section or start a new --study')
     study.set_user_attr(STUDY_FINAL_RUNG, rung.signature())
     finalists = pick_finalists(results_of(study, ''), rung, seeds)
+    # only these decide: a finalist of an earlier launch (a baseline before its recipe was honoured) is out
+    study.set_user_attr(STUDY_FINALISTS, json.dumps([f.name for f in finalists]))
     rung_cfg = rung.search_config(search_raw)
     baseline_names = [f.name for f in finalists if f.kind == 'baseline']
     specs = baseline_specs(search_raw, source, baseline_names) if baseline_names else {}

@@ -28,6 +28,7 @@ ATTR_RUNG = 'rung'                # 'final': a final-rung run (search/final_rung
 ATTR_FINALIST = 'finalist'        # a final-rung run's genome key or baseline name
 ATTR_FINALIST_KIND = 'finalist_kind'   # 'genome' | 'baseline'
 ATTR_STRATEGY = 'strategy'        # a baseline run's training strategy (its recipe's; search/baselines.py), JSON
+STUDY_FINALISTS = 'final_rung_finalists'   # study attr: JSON list of the latest final rung's finalists
 FINAL_RUNG = 'final'
 BASELINE_LABELS = {'none': 'no distillation', 'fgd': 'FGD', 'mgd': 'MGD', 'pkd': 'PKD', 'crosskd': 'CrossKD',
                    'bckd': 'BCKD', 'gkd': 'GKD', 'gkd_global': 'Global-Knowledge'}
@@ -219,8 +220,12 @@ class StudyResults:
         COMPLETE runs, failed=whether any run failed), in first-run order; empty without one."""
         out: Dict[str, Dict[str, Any]] = {}
         recorded = set()   # (baseline, seed) with a run that records its recipe (as baseline_runs)
+        current = self.user_attrs.get(STUDY_FINALISTS)   # the latest rung's finalists (None: recorded before)
+        current = None if current is None else set(json.loads(current))
         for trial in self.trials:
             if trial.rung != FINAL_RUNG or trial.finalist is None or trial.interrupted:
+                continue
+            if current is not None and trial.finalist not in current:   # e.g. a baseline whose recipe changed
                 continue
             entry = out.setdefault(trial.finalist, dict(kind=trial.finalist_kind, label=trial.formula,
                                                         genome=trial.genome, runs={}, failed=False))

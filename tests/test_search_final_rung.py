@@ -91,6 +91,12 @@ def test_the_final_rung_decides_and_export_writes_its_choice(copied):
     text = out.read_text()
     assert f'genome key {second.name[:16]}' in text and '# final rung:    AP 0.4100' in text
 
+    # only the latest rung's finalists decide (an earlier launch's, e.g. a baseline of another recipe, are out)
+    study.set_user_attr('final_rung_finalists', json.dumps([first.name, 'none']))
+    kept = decide_answer(read_results(name, run_dir=run_dir), [0, 1], lambda genome: None)
+    assert kept['kind'] == 'baseline' and kept['name'] == 'none' and second.name not in json.dumps(kept)
+    study.set_user_attr('final_rung_finalists', json.dumps([first.name, second.name, 'none', 'pkd']))
+
     # a failed run takes a finalist out (the runner-up, and `none`); the baseline wins a tie (the incumbent)
     _add_final_run(study, second.name, 'genome', 2, None, second.genome, state=optuna.trial.TrialState.FAIL)
     _add_final_run(study, 'none', 'baseline', 2, None, state=optuna.trial.TrialState.FAIL)
@@ -126,6 +132,7 @@ def test_a_relaunch_runs_the_final_rung_once(copied):
     assert all(json.loads(t.user_attrs['curve'])[-1]['iteration'] == 6 for t in runs)   # the rung's proxy
     answer = json.loads(study.user_attrs[STUDY_ANSWER])
     assert answer['decided_by'] == 'final' and '[search] answer: ' in out and 'final-rung AP' in out
+    assert len(json.loads(study.user_attrs['final_rung_finalists'])) == 3
     exported = (cwd / 'runs' / name / f'{name}_best.py').read_text()
     assert ('SearchedDistillLoss' in exported) == (answer['kind'] == 'genome')
     rc, out, err = finish(cli(['launch', str(config), '--study', name], cwd=cwd))
