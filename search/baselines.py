@@ -130,17 +130,21 @@ def baseline_genome(path: Optional[str]) -> str:
 
 def strategy_attr(path: Optional[str]) -> str:
     """The ``strategy`` attribute of a baseline run: what makes two runs of one baseline the same recipe."""
-    return json.dumps(baseline_strategy(path).to_dict(), sort_keys=True)
+    return _strategy_json(baseline_strategy(path))
 
 
-def has_recipe_run(study, path: Optional[str], search_raw: Mapping[str, Any], **attrs) -> bool:
-    """Whether a COMPLETE run with these attributes trained the baseline's recipe (``strategy_attr``). A run
-    recorded without its strategy trained with the proxy's (``search_raw``): it counts where that is the recipe's."""
+def _strategy_json(strategy) -> str:
+    return json.dumps(strategy.to_dict(), sort_keys=True)
+
+
+def has_recipe_run(study, recipe: str, search_raw: Mapping[str, Any], **attrs) -> bool:
+    """Whether a COMPLETE run with these attributes trained the baseline's recipe (``recipe``: its
+    ``strategy_attr``). A run recorded without its strategy trained with the proxy's (``search_raw``): it counts
+    where that is the recipe's."""
     from .export import proxy_strategy
-    recipe = strategy_attr(path)
     if st.has_complete_run(study, **attrs, **{ATTR_STRATEGY: recipe}):
         return True
-    return (recipe == json.dumps(proxy_strategy(search_raw).to_dict(), sort_keys=True)
+    return (recipe == _strategy_json(proxy_strategy(search_raw))
             and st.has_complete_run(study, **attrs, **{ATTR_STRATEGY: None}))
 
 
@@ -163,10 +167,11 @@ def run_baselines_in_study(study, search_raw: Mapping[str, Any], source: str, ba
     specs = baseline_specs(search_raw, source, names)
     seeds = list(seeds if seeds is not None else baseline_seeds(search_raw, source))
     jobs = []
+    recipes = {name: strategy_attr(path) for name, path in specs.items()}
     for name, path in specs.items():
         losses, genome = distill_losses_of(path), baseline_genome(path)
         for seed in seeds:
-            if has_recipe_run(study, path, search_raw, **{ATTR_BASELINE: name, ATTR_SEED: seed}):
+            if has_recipe_run(study, recipes[name], search_raw, **{ATTR_BASELINE: name, ATTR_SEED: seed}):
                 continue
             jobs.append(((name, seed), dict(kind='proxy', seed=seed, distill_losses=losses, genome=genome,
                                             search_cfg=dict(search_raw), label=f'baseline {name}')))
@@ -185,7 +190,7 @@ def run_baselines_in_study(study, search_raw: Mapping[str, Any], source: str, ba
 
     run_recorded_in_study(study, jobs, base_dir, resources,
                           lambda job: {ATTR_BASELINE: job[0], ATTR_SEED: job[1], ATTR_FORMULA: baseline_label(job[0]),
-                                       ATTR_STRATEGY: strategy_attr(specs[job[0]])},
+                                       ATTR_STRATEGY: recipes[job[0]]},
                           reported, 'interrupted: the baselines stopped before this run finished', ray_address)
     return {name: None if None in runs else sum(runs) / len(runs) for name, runs in values.items()}
 

@@ -136,17 +136,21 @@ def run_final_rung(study, search_raw: Mapping[str, Any], source: str, base_dir: 
     rung_cfg = rung.search_config(search_raw)
     baseline_names = [f.name for f in finalists if f.kind == 'baseline']
     specs = baseline_specs(search_raw, source, baseline_names) if baseline_names else {}
+    recipes = {name: strategy_attr(spec) for name, spec in specs.items()}   # each baseline's, read once
     jobs = []
     for finalist in finalists:
-        spec = specs.get(finalist.name) if finalist.kind == 'baseline' else None
+        if finalist.kind == 'baseline':
+            spec = specs[finalist.name]
+            genome, losses = baseline_genome(spec), distill_losses_of(spec)
+        else:
+            genome, losses = json.dumps(finalist.genome), None
         for seed in seeds:
             attrs = {ATTR_RUNG: FINAL_RUNG, ATTR_FINALIST: finalist.name, ATTR_SEED: seed}
-            if (has_recipe_run(study, spec, rung_cfg, **attrs) if finalist.kind == 'baseline'
+            if (has_recipe_run(study, recipes[finalist.name], rung_cfg, **attrs) if finalist.kind == 'baseline'
                     else st.has_complete_run(study, **attrs)):
                 continue
             task = dict(kind='proxy', seed=int(seed), search_cfg=rung_cfg, label=f'final rung {finalist.label}',
-                        genome=json.dumps(finalist.genome) if finalist.kind == 'genome' else baseline_genome(spec),
-                        distill_losses=distill_losses_of(spec) if finalist.kind == 'baseline' else None)
+                        genome=genome, distill_losses=losses)
             jobs.append(((finalist, int(seed)), task))
     if not jobs:
         if finalists:
@@ -162,7 +166,7 @@ def run_final_rung(study, search_raw: Mapping[str, Any], source: str, base_dir: 
         if finalist.genome is not None:
             attrs[ATTR_GENOME] = json.dumps(finalist.genome, sort_keys=True)
         else:   # a baseline: the recipe it trained (search/baselines.py)
-            attrs[ATTR_STRATEGY] = strategy_attr(specs[finalist.name])
+            attrs[ATTR_STRATEGY] = recipes[finalist.name]
         return attrs
 
     def reported(job, result):

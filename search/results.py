@@ -74,7 +74,8 @@ class TrialView:
                    seed=None if seed is None else int(seed), formula=str(attrs.get(ATTR_FORMULA, '')),
                    genome=attrs.get(ATTR_GENOME), interrupted=bool(attrs.get(st.ATTR_INTERRUPTED, False)),
                    baseline=attrs.get(ATTR_BASELINE), rung=attrs.get(ATTR_RUNG), finalist=attrs.get(ATTR_FINALIST),
-                   finalist_kind=attrs.get(ATTR_FINALIST_KIND), strategy=attrs.get(ATTR_STRATEGY), reason=str(attrs.get(ATTR_FAIL_REASON, '')),
+                   finalist_kind=attrs.get(ATTR_FINALIST_KIND), strategy=attrs.get(ATTR_STRATEGY),
+                   reason=str(attrs.get(ATTR_FAIL_REASON, '')),
                    metrics={k: float(v) for k, v in sorted((attrs.get(st.ATTR_METRICS) or {}).items())},
                    curve=list(curve), intermediate=dict(sorted(trial.intermediate_values.items())))
 
@@ -204,22 +205,19 @@ class StudyResults:
         """Proxy AP of every COMPLETE baseline run: name -> seed -> AP. A run that records its recipe's strategy
         supersedes one that does not (trained with the proxy's strategy, before recipes were honoured)."""
         runs: Dict[str, Dict[int, float]] = {}
-        recorded = set()   # (name, seed) with a run that records its strategy
+        recorded: set = set()
         for trial in self.trials:
             if trial.baseline is not None and trial.complete and trial.seed is not None:
                 name, seed = str(trial.baseline), int(trial.seed)
-                if trial.strategy is None and (name, seed) in recorded:
-                    continue
-                if trial.strategy is not None:
-                    recorded.add((name, seed))
-                runs.setdefault(name, {})[seed] = trial.value
+                if not _superseded(trial, (name, seed), recorded):
+                    runs.setdefault(name, {})[seed] = trial.value
         return dict(sorted(runs.items()))
 
     def final_runs(self) -> Dict[str, Dict[str, Any]]:
         """The final rung (search/final_rung.py): finalist -> dict(kind, label, genome, runs=seed -> AP of its
         COMPLETE runs, failed=whether any run failed), in first-run order; empty without one."""
         out: Dict[str, Dict[str, Any]] = {}
-        recorded = set()   # (baseline, seed) with a run that records its recipe (as baseline_runs)
+        recorded: set = set()
         current = self.user_attrs.get(STUDY_FINALISTS)   # the latest rung's finalists (None: recorded before)
         current = None if current is None else set(json.loads(current))
         for trial in self.trials:
@@ -230,12 +228,8 @@ class StudyResults:
             entry = out.setdefault(trial.finalist, dict(kind=trial.finalist_kind, label=trial.formula,
                                                         genome=trial.genome, runs={}, failed=False))
             if trial.complete and trial.seed is not None:
-                run = (trial.finalist, int(trial.seed))
-                if trial.finalist_kind == 'baseline' and trial.strategy is None and run in recorded:
-                    continue
-                if trial.strategy is not None:
-                    recorded.add(run)
-                entry['runs'][int(trial.seed)] = trial.value
+                if not _superseded(trial, (trial.finalist, int(trial.seed)), recorded):
+                    entry['runs'][int(trial.seed)] = trial.value
             elif trial.state == TrialState.FAIL.name:
                 entry['failed'] = True
         return out
@@ -339,6 +333,16 @@ def _final_rung_answer(results: 'StudyResults', seeds: List[int]):
     winner = max(genomes, key=lambda g: g['value'])   # max keeps the first (the decided winner) on a tie
     bar = max(baselines, key=lambda b: (b['value'], b['name']), default=None)
     return winner, bar
+
+
+def _superseded(trial: TrialView, run: Tuple[str, int], recorded: set) -> bool:
+    """Whether a baseline's run (``run`` = (name, seed)) is superseded: it records no strategy (it trained the
+    proxy's, before recipes were honoured; genome runs never record one) and a run of the same (name, seed) that
+    records its recipe came before. ``recorded`` collects those, in trial order: a later one overwrites."""
+    if trial.strategy is not None:
+        recorded.add(run)
+        return False
+    return run in recorded
 
 
 def describe_answer(answer: Mapping[str, Any]) -> str:

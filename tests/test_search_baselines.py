@@ -75,12 +75,13 @@ def test_a_run_of_the_recipe_supersedes_one_of_the_proxys_strategy():
         study.add_trial(optuna.trial.create_trial(value=value, params={}, distributions={},
                                                   user_attrs=dict(baseline='pkd', seed=0, formula='PKD', **attrs)))
     inheriting_proxy = {'proxy': {'inherit_neck_head': True}}
-    assert has_recipe_run(study, pkd, inheriting_proxy, baseline='pkd', seed=0)
-    assert not has_recipe_run(study, pkd, inheriting_proxy, baseline='pkd', seed=1)
+    assert has_recipe_run(study, strategy_attr(pkd), inheriting_proxy, baseline='pkd', seed=0)
+    assert not has_recipe_run(study, strategy_attr(pkd), inheriting_proxy, baseline='pkd', seed=1)
     fgd = osp.join(ROOT, 'configs', 'distillers', 'fgd', 'fgd_demo_retinanet.py')
     # FGD's recipe inherits: a run without a recorded strategy trained it under an inheriting proxy only
-    assert has_recipe_run(study, fgd, inheriting_proxy, baseline='pkd', seed=0)
-    assert not has_recipe_run(study, fgd, {'proxy': {'inherit_neck_head': False}}, baseline='pkd', seed=0)
+    assert has_recipe_run(study, strategy_attr(fgd), inheriting_proxy, baseline='pkd', seed=0)
+    assert not has_recipe_run(study, strategy_attr(fgd), {'proxy': {'inherit_neck_head': False}},
+                              baseline='pkd', seed=0)
     assert results_of(study, '').baseline_runs() == {'pkd': {0: 0.20}}
 
 
