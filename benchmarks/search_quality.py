@@ -9,7 +9,9 @@
    seeds 0-2, so that no full-schedule run shares an initialisation the search selected on): the exported
    config(s) and every row of ``benchmarks/demo_table.py`` for the pair (student alone, the inheritance-only
    control, every published method with a demo config for the family, the DetKDS genomes shipped for it). Rows
-   are trained in the same work folders as ``demo_table.py`` (a finished row is reused, a killed run resumes).
+   are trained in the same work folders as ``demo_table.py`` (a finished row is reused, a killed run resumes); an
+   exported config that trains exactly what a published row trains (the answer is that method's recipe) shares
+   that row's runs.
 4. Reports mean +- std of val bbox AP (pycocotools) per row, and whether the searched winner beats the best
    published method by ``--target-margin``; writes ``--json`` (default
    ``benchmarks/results/search_quality_<family>.json``; per row ``name``, ``published``, ``aps``, ``mean``,
@@ -78,6 +80,29 @@ def exported_rows(study: str, answer: dict, search_config: str) -> list:
         if searched.formula != best.formula:
             rows.append((f'best searched genome: {searched.formula}', searched.path, False))
     return rows
+
+
+# Keys of an exported config that do not change what it trains: its imports of this project's modules, a DDP flag,
+# and the teacher checkpoint (every row's is overridden with the search's teacher).
+UNTRAINED_KEYS = ('custom_imports', 'find_unused_parameters')
+
+
+def training_identity(config: str) -> str:
+    """What a config trains (model, data, schedule), as a canonical string: two configs with the same identity
+    train the same runs for the same seed, so the second one's rows are the first one's."""
+    from mmengine import Config
+    cfg = Config.fromfile(osp.join(ROOT, config)).to_dict()
+    for key in UNTRAINED_KEYS:
+        cfg.pop(key, None)
+    (cfg.get('model') or {}).get('teacher', {}).pop('checkpoint', None)
+    return json.dumps(cfg, sort_keys=True, default=str)
+
+
+def shared_slug(config: str, published_rows: list):
+    """The work-folder name of the published row training exactly what ``config`` trains (an exported answer that
+    is a published method's recipe), else None: its runs are then that row's, not trained twice."""
+    identity = training_identity(config)
+    return next((slug for _, other, _, slug in published_rows if training_identity(other) == identity), None)
 
 
 def table_rows(rows: list, family: str, seeds, teacher: str, work_root: str, options: dict) -> list:
@@ -161,11 +186,19 @@ def main(argv=None) -> None:
     teacher_metrics, _ = demo_table.test_teacher(family, work_root, options, teacher)
     # the exported rows first (what only this benchmark trains), then demo_table's rows (possibly trained already)
     exported = exported_rows(study, search['answer'], osp.abspath(args.config))
-    rows = [(name, osp.relpath(path, ROOT), True, 'published' if published else 'searched',
-             f'{study}_{osp.basename(path)[:-3]}') for name, path, published in exported]
-    for name, config, needs_teacher in demo_table.rows_for(family, args.methods):
-        if name != 'teacher':
-            rows.append((name, config, needs_teacher, 'control' if name in CONTROLS else 'published', name))
+    table_configs = [(name, config, needs_teacher, name)
+                     for name, config, needs_teacher in demo_table.rows_for(family, args.methods) if name != 'teacher']
+    rows = []
+    for name, path, published in exported:
+        config = osp.relpath(path, ROOT)
+        slug = shared_slug(config, table_configs)
+        if slug:
+            print(f'[search_quality] {name}: the exported config trains what row {slug!r} trains; its runs are that '
+                  "row's", flush=True)
+        rows.append((name, config, True, 'published' if published else 'searched',
+                     slug or f'{study}_{osp.basename(path)[:-3]}'))
+    rows += [(name, config, needs_teacher, 'control' if name in CONTROLS else 'published', slug)
+             for name, config, needs_teacher, slug in table_configs]
     table = table_rows(rows, family, args.seeds, teacher, work_root, options)
     report = dict(config=args.config, family=family, seeds=args.seeds, teacher_ap=round(teacher_metrics['AP'], 4),
                   search=search, rows=table, verdict=verdict(table, args.target_margin))

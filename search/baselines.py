@@ -137,15 +137,19 @@ def _strategy_json(strategy) -> str:
     return json.dumps(strategy.to_dict(), sort_keys=True)
 
 
+def recorded_recipe(recorded: Optional[str], search_raw: Mapping[str, Any]) -> str:
+    """The recipe (``strategy_attr``) a baseline run trained: the one it records, else the proxy's strategy
+    (``search_raw``), which every baseline trained before recipes were honoured."""
+    from .export import proxy_strategy
+    return recorded if recorded is not None else _strategy_json(proxy_strategy(search_raw))
+
+
 def has_recipe_run(study, recipe: str, search_raw: Mapping[str, Any], **attrs) -> bool:
     """Whether a COMPLETE run with these attributes trained the baseline's recipe (``recipe``: its
-    ``strategy_attr``). A run recorded without its strategy trained with the proxy's (``search_raw``): it counts
-    where that is the recipe's."""
-    from .export import proxy_strategy
+    ``strategy_attr``), by ``recorded_recipe``."""
     if st.has_complete_run(study, **attrs, **{ATTR_STRATEGY: recipe}):
         return True
-    return (recipe == _strategy_json(proxy_strategy(search_raw))
-            and st.has_complete_run(study, **attrs, **{ATTR_STRATEGY: None}))
+    return recorded_recipe(None, search_raw) == recipe and st.has_complete_run(study, **attrs, **{ATTR_STRATEGY: None})
 
 
 def baseline_seeds(search_raw: Mapping[str, Any], source: str = 'search config') -> List[int]:

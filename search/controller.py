@@ -11,7 +11,7 @@ import os
 import os.path as osp
 import socket
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from distill_core.errors import ConfigError, DetKDSError
 
@@ -186,6 +186,27 @@ class Launch:
             bar = standing['bar']
             self.log(f'[search] the bar: {bar["name"]} at proxy AP {bar["value"]:.4f} (mean of {bar["seeds"]} seeds)')
 
+    def _inheritance_unlike(self, answer: Mapping[str, Any], results) -> List[str]:
+        """The measured baselines whose recipe differs from the answer's training strategy in inheriting the
+        teacher's neck/head. A short proxy favours the recipe that inherits (benchmarks/RESULTS.md, the Faster R-CNN
+        pair: PKD's recipe, which trains them from scratch, scores 0.045 under the 40-iteration proxy against the
+        inheritance-only control's 0.122, and beats that control after full training, 0.553 vs 0.535), so the
+        answer's margin over those says little: the answer says so."""
+        from .baselines import baseline_specs, baseline_strategy
+        from .export import exported_strategy
+        try:
+            specs = baseline_specs(self.cfg.raw, self.cfg.source)
+        except DetKDSError:   # no baseline could run (its own error was logged before the search)
+            return []
+        if answer['kind'] == 'baseline':
+            inherits = baseline_strategy(specs.get(answer['name'])).inherit_neck_head
+        else:
+            genome = next(r.genome for r in results.ranked() if r.key == answer['key'])
+            inherits = exported_strategy(self.cfg.raw, genome).inherit_neck_head
+        measured = results.baseline_runs()
+        return sorted(name for name, spec in specs.items()
+                      if name in measured and baseline_strategy(spec).inherit_neck_head != inherits)
+
     def _after_search(self, study) -> Dict[str, Any]:
         """The answer (the search's decided genome, or a baseline with a higher mean over the same seeds), said
         plainly and stored, then its training config."""
@@ -202,8 +223,10 @@ class Launch:
 
         seeds = baseline_seeds(self.cfg.raw, self.cfg.source)
         self._final_rung(study, seeds)
-        answer = decide_answer(results_of(study, self.storage_shown), seeds, published_name, variant_of)
+        results = results_of(study, self.storage_shown)
+        answer = decide_answer(results, seeds, published_name, variant_of)
         if answer is not None:
+            answer['inheritance_unlike'] = self._inheritance_unlike(answer, results)
             study.set_user_attr(STUDY_ANSWER, json.dumps(answer, sort_keys=True))
             self.log(f'[search] answer: {describe_answer(answer)}')
         out = osp.join(self.run_dir, f'{self.study_name}_best.py')

@@ -1,7 +1,8 @@
 """``detkds-search fidelity``: does the proxy rank distillers the way full training does?
 
 A panel of distillers for the search config's pair (the student alone, the config's baselines, the published
-DetKDS formulations of the family, random genomes of the space: ``--panel N`` members in all) is trained under
+DetKDS formulations of the family, random genomes of the space: ``--panel N`` members in all; each baseline with
+its published recipe, losses and training strategy, as the search's baselines train it) is trained under
 each proxy setting with several seeds and once under the reference schedule (the config's ``full_training``, or
 a longer proxy); each member also gets a training-free score (gradient alignment, workers/standalone_runs.py).
 The report per setting: Kendall tau and Spearman rho between the proxy's mean fitness and the reference AP, tau
@@ -31,6 +32,7 @@ from distill_core.errors import ConfigError
 
 from . import study as st
 from .fidelity_stats import fidelity_summary, kendall_tau, spearman_rho
+from .results import ATTR_STRATEGY
 from .storage import ATTR_SEED, ATTR_WALL_TIME
 
 ATTR_FIDELITY = 'fidelity'                 # trial: json {kind, member, setting, seed}
@@ -164,6 +166,14 @@ class Run:
         return self.kind, self.member, self.setting, self.seed
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """What a baseline member trains: its method's losses and strategy (search/baselines.py)."""
+    losses: Optional[List[Dict[str, Any]]]
+    strategy: Any                     # distill_core.genome.TrainingStrategy
+    attr: str                         # its ``strategy`` attribute (baselines.strategy_attr)
+
+
 def _run_of(trial) -> Optional[Run]:
     raw = trial.user_attrs.get(ATTR_FIDELITY)
     return Run(**json.loads(raw)) if raw else None
@@ -189,7 +199,7 @@ class Fidelity:
         self.seeds = list(range(seeds))
         self.threshold = threshold
         self.zero_cost_batches = zero_cost_batches
-        self._baseline_losses: Dict[str, Any] = {}
+        self._recipes: Dict[str, Recipe] = {}
         self.reference_iterations = parse_reference(reference)
         self.reference_label = 'full_training' if self.reference_iterations is None else \
             f'proxy iterations={self.reference_iterations}'
@@ -230,19 +240,25 @@ class Fidelity:
                  for m in members]
         return runs
 
-    def _losses(self, member: Member):
-        """A baseline member's distillation losses (its method config, read once per member), else None."""
-        from .baselines import baseline_specs, distill_losses_of
+    def _recipe(self, member: Member) -> Optional[Recipe]:
+        """A baseline member's published recipe (its method config, read once per member), else None."""
+        from .baselines import baseline_specs, baseline_strategy, distill_losses_of, strategy_attr
         if member.baseline is None:
             return None
-        if member.name not in self._baseline_losses:
+        if member.name not in self._recipes:
             spec = baseline_specs(self.cfg.raw, self.cfg.source, [member.baseline])[member.baseline]
-            self._baseline_losses[member.name] = distill_losses_of(spec)
-        return self._baseline_losses[member.name]
+            self._recipes[member.name] = Recipe(distill_losses_of(spec), baseline_strategy(spec),
+                                                strategy_attr(spec))
+        return self._recipes[member.name]
 
     def _task(self, run: Run, member: Member) -> Dict[str, Any]:
-        losses = self._losses(member)
-        task = dict(kind=run.kind, seed=run.seed, genome=member.genome, distill_losses=losses,
+        from distill_core.genome import Genome
+        recipe = self._recipe(member)
+        losses = recipe.losses if recipe else None
+        # a baseline trains its recipe (its losses beside a term-less genome carrying its strategy), as the
+        # search's baselines do: the panel then ranks what the search compares
+        genome = Genome((), recipe.strategy).to_json() if recipe else member.genome
+        task = dict(kind=run.kind, seed=run.seed, genome=genome, distill_losses=losses,
                     label=f'{member.name} ({run.setting})', search_cfg=self.cfg.raw)
         if run.kind == 'proxy':
             overrides = next(s for s in self.settings if setting_label(s) == run.setting)
@@ -252,18 +268,18 @@ class Fidelity:
         elif run.kind == 'reference' and self.reference_iterations is not None:
             task['search_cfg'] = proxy_raw_with(dict(iterations=self.reference_iterations), self.cfg.raw)
         elif run.kind == 'reference':
-            task['config'], task['work_dir'] = self._write_reference_config(member, losses)
+            task['config'], task['work_dir'] = self._write_reference_config(member, recipe)
         else:
             task['batches'] = self.zero_cost_batches
         return task
 
-    def _write_reference_config(self, member: Member, losses) -> Tuple[str, str]:
+    def _write_reference_config(self, member: Member, recipe: Optional[Recipe]) -> Tuple[str, str]:
         from .export import _comment, build_training_config, render_config, write_atomic
-        entries = losses or []
+        entries = (recipe.losses or []) if recipe else []
         if member.genome is not None:
             entries = [{'name': 'searched', 'loss': {'type': 'SearchedDistillLoss',
                                                      'genome': json.loads(member.genome)}}]
-        cfg = build_training_config(self.cfg.raw, entries, self.cfg.source)
+        cfg = build_training_config(self.cfg.raw, entries, self.cfg.source, recipe.strategy if recipe else None)
         work_dir = osp.join(self.run_dir, 'reference', member.name)
         path = osp.join(work_dir, 'config.py')
         write_atomic(path, render_config(cfg, f'# fidelity reference of {member.name}: {_comment(member.formula)}\n'))
@@ -277,7 +293,7 @@ class Fidelity:
         members = self._panel(study)
         by_name = {m.name: m for m in members}
         plan = self._plan(members)
-        done = self._finished(study)
+        done = self._finished(study, by_name)
         todo = [r for r in plan if r.key not in done]
         study.set_user_attr(STUDY_FIDELITY_PLAN, json.dumps(dict(runs=len(plan), reference=self.reference_label,
                                                                  settings=[setting_label(s) for s in self.settings],
@@ -293,21 +309,29 @@ class Fidelity:
         self._write(study, summary)
         return summary
 
-    def _finished(self, study) -> Dict[Tuple, Any]:
+    def _finished(self, study, by_name: Mapping[str, Member]) -> Dict[Tuple, Any]:
         out = {}
         for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
             run = _run_of(trial)
-            if run is not None and _counts_as_done(trial):
+            if run is not None and _counts_as_done(trial) and self._trained_recipe(trial, by_name.get(run.member)):
                 out[run.key] = trial
         return out
+
+    def _trained_recipe(self, trial, member: Optional[Member]) -> bool:
+        """Whether a baseline member's run trained its recipe (runs before recipes were honoured trained the
+        proxy's strategy and record none: they count where that is the recipe's); True for other members."""
+        from .baselines import recorded_recipe
+        recipe = self._recipe(member) if member is not None else None
+        return recipe is None or recorded_recipe(trial.user_attrs.get(ATTR_STRATEGY), self.cfg.raw) == recipe.attr
 
     def _execute(self, study, todo: List[Run], by_name: Mapping[str, Member]) -> None:
         from .ray_pool import run_recorded_in_study
         counter = iter(range(1, len(todo) + 1))
 
         def attrs_of(run: Run) -> Dict[str, Any]:
+            recipe = self._recipe(by_name[run.member])
             return {ATTR_FIDELITY: json.dumps(asdict(run)), ATTR_SEED: run.seed,
-                    st.ATTR_FORMULA: by_name[run.member].formula}
+                    st.ATTR_FORMULA: by_name[run.member].formula, ATTR_STRATEGY: recipe.attr if recipe else None}
 
         def reported(run: Run, result: Dict[str, Any]) -> None:
             what = 'score' if run.kind == ZERO_COST else 'AP'
@@ -325,7 +349,7 @@ class Fidelity:
 
     # ------------------------------------------------------------------ results
     def summarise(self, study, members: Sequence[Member]) -> Dict[str, Any]:
-        done = self._finished(study)
+        done = self._finished(study, {m.name: m for m in members})
 
         def value(run: Run) -> Optional[float]:
             trial = done.get(run.key)

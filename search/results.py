@@ -359,8 +359,14 @@ def describe_answer(answer: Mapping[str, Any]) -> str:
     if bar is None:
         return line + ' (no baseline measured)'
     if answer['kind'] == 'baseline':
-        return line + ': no searched distiller beat it'
-    return line + f', {answer["margin"]:+.4f} over the best baseline {bar["label"]} ({bar["value"]:.4f})'
+        line += ': no searched distiller beat it'
+    else:
+        line += f', {answer["margin"]:+.4f} over the best baseline {bar["label"]} ({bar["value"]:.4f})'
+    unlike = answer.get('inheritance_unlike')
+    if unlike:
+        line += ('; baselines whose recipe differs from it in inheriting the teacher\'s neck/head, which a short '
+                 f'proxy favours: {", ".join(baseline_label(n) for n in unlike)} (compare after full training)')
+    return line
 
 
 def standing_lines(results: 'StudyResults') -> List[str]:

@@ -86,3 +86,50 @@ def test_bad_proxy_setting_is_a_one_line_error_before_any_training(tmp_path, sha
         rc, out, err = finish(cli(['fidelity', config, '--study', 'bad'] + bad, cwd=tmp_path), timeout=120)
         assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / 'runs' / 'bad').exists()   # nothing created before the arguments were checked
+
+
+
+def test_fidelity_baselines_train_their_recipe_and_runs_of_another_recipe_do_not_count(tmp_path, shapes_root):
+    """A baseline member trains its published recipe (PKD's demo config does not inherit the teacher's neck/head,
+    the proxy does; the student alone inherits nothing) in its proxy, training-free and reference runs. A stored
+    run that records no strategy (before recipes were honoured) trained the proxy's: it does not count for PKD, nor
+    does a run recording another recipe; a run recording PKD's recipe and a genome member's run do."""
+    import optuna
+
+    from distill_core.genome import Genome
+    from search.baselines import baseline_specs, strategy_attr
+    from search.config import load_search_config
+    from search.fidelity import Fidelity, Member, Run
+    from search.storage import open_storage
+
+    config = fidelity_config(tmp_path, shapes_root)
+    with open(config, 'a') as f:
+        f.write("baselines = ['none', 'pkd']\n")
+    fid = Fidelity(config, study='f', run_dir=str(tmp_path / 'runs' / 'f'), panel=3, seeds=1, log=lambda _: None)
+    pkd, none = Member('pkd', 'baseline', baseline='pkd'), Member('none', 'baseline', baseline='none')
+    for member in (pkd, none):
+        for kind in ('proxy', 'gradient_alignment'):
+            strategy = Genome.parse(fid._task(Run(kind, member.name, 'config proxy', 0), member)['genome']).strategy
+            assert strategy is not None and strategy.inherit_neck_head is False, (member, kind)
+    assert [e['loss']['type'] for e in fid._task(Run('proxy', 'pkd', 'config proxy', 0), pkd)['distill_losses']] \
+        == ['PKDLoss']
+    reference = fid._task(Run('reference', 'pkd', 'full_training', 0), pkd)
+    from mmengine.config import Config
+    assert Config.fromfile(reference['config']).model.inherit_neck_head is False
+
+    study = optuna.create_study(storage=open_storage(None, str(tmp_path / 'runs' / 'g')), study_name='g',
+                                direction='maximize')
+
+    def stored(member, seed, strategy=None):
+        attrs = {'fidelity': json.dumps(dict(kind='proxy', member=member, setting='setting', seed=seed))}
+        if strategy is not None:
+            attrs['strategy'] = strategy
+        study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.5, user_attrs=attrs))
+
+    pkd_recipe = strategy_attr(baseline_specs(load_search_config(config).raw, config, ['pkd'])['pkd'])
+    stored('pkd', 0)                                            # legacy: trained the proxy's inheritance
+    stored('pkd', 1, pkd_recipe)
+    stored('none', 0, pkd_recipe.replace('false', 'true'))      # another recipe than the student alone's
+    stored('random_02', 0)                                      # a genome member: no recipe to check
+    done = fid._finished(study, {m.name: m for m in (pkd, none, Member('random_02', 'random', genome='{}'))})
+    assert sorted(key[1:] for key in done) == [('pkd', 'setting', 1), ('random_02', 'setting', 0)]

@@ -31,6 +31,12 @@ def test_baselines_run_first_on_the_finalists_seeds_and_never_again(tmp_path, sh
     answer = json.loads(load(tmp_path).user_attrs[STUDY_ANSWER])
     assert answer['bar']['name'] == 'none' and answer['seeds'] == 2
     assert '[search] answer: ' in out
+    # the student alone inherits nothing: where the answer's exported strategy inherits the teacher's neck/head
+    # (which a short proxy favours), the answer names it as not comparable under the proxy
+    from mmengine.config import Config
+    inherits = Config.fromfile(str(tmp_path / 'runs' / 's' / 's_best.py')).model.get('inherit_neck_head', False)
+    assert answer['inheritance_unlike'] == (['none'] if inherits else [])
+    assert ('favours: no distillation (compare after full training)' in status[1]) == bool(inherits), status[1]
 
 
 def test_a_baseline_no_genome_beats_is_the_answer_and_export_writes_it(tmp_path, tiny_results):
@@ -51,6 +57,10 @@ def test_a_baseline_no_genome_beats_is_the_answer_and_export_writes_it(tmp_path,
     answer = decide_answer(results, [0, 1], lambda genome: None)
     assert answer['kind'] == 'baseline' and answer['name'] == 'pkd' and answer['published']
     assert 'no searched distiller beat it' in describe_answer(answer)
+    assert 'favours' not in describe_answer(answer)
+    assert describe_answer(dict(answer, inheritance_unlike=['none', 'fgd'])).endswith(
+        "no searched distiller beat it; baselines whose recipe differs from it in inheriting the teacher's "
+        "neck/head, which a short proxy favours: no distillation, FGD (compare after full training)")
     study.set_user_attr(STUDY_ANSWER, json.dumps(answer))
     out = tmp_path / 'answer.py'
     rc, stdout, err = finish(cli(['export', '--study', study.study_name, '-o', str(out)], cwd=cwd))
