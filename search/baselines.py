@@ -172,13 +172,15 @@ def run_baselines_in_study(study, search_raw: Mapping[str, Any], source: str, ba
     seeds = list(seeds if seeds is not None else baseline_seeds(search_raw, source))
     jobs = []
     recipes = {name: strategy_attr(path) for name, path in specs.items()}
-    for name, path in specs.items():
-        losses, genome = distill_losses_of(path), baseline_genome(path)
-        for seed in seeds:
+    losses = {name: distill_losses_of(path) for name, path in specs.items()}
+    genomes = {name: baseline_genome(path) for name, path in specs.items()}
+    for seed in seeds:   # seeds outermost: a run cut short has measured every baseline on its first seeds
+        for name in specs:
             if has_recipe_run(study, recipes[name], search_raw, **{ATTR_BASELINE: name, ATTR_SEED: seed}):
                 continue
-            jobs.append(((name, seed), dict(kind='proxy', seed=seed, distill_losses=losses, genome=genome,
-                                            search_cfg=dict(search_raw), label=f'baseline {name}')))
+            jobs.append(((name, seed), dict(kind='proxy', seed=seed, distill_losses=losses[name],
+                                            genome=genomes[name], search_cfg=dict(search_raw),
+                                            label=f'baseline {name}')))
     if not jobs:
         log(f'[baselines] {", ".join(specs)}: already evaluated (seeds {seeds})')
         return {}
