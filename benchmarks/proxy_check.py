@@ -8,7 +8,11 @@ proxy (e.g. ``benchmarks/configs/proxy_check_faster_rcnn.py``: 120 iterations). 
 of ``detkds-search fidelity`` (Kendall tau, Spearman rho, top-1 regret, seed noise against spread).
 
     .venv/bin/python benchmarks/proxy_check.py --quality benchmarks/results/search_quality_faster_rcnn.json \\
-        --check 'proxy120_faster_rcnn=120 iterations' [--out benchmarks/results/proxy_check_faster_rcnn.json]
+        --check 'proxy120_faster_rcnn=120 iterations' [--out benchmarks/results/proxy_check_faster_rcnn.json] \\
+        [--reference pkd_inherit=0.5720 ...] [--no-search-proxy]
+
+``--reference NAME=AP`` adds the full-schedule mean of a member that is no row of the table (measured by another
+search-quality run); ``--no-search-proxy`` leaves out the search study's own proxy (e.g. on a checkout without it).
 """
 from __future__ import annotations
 
@@ -67,19 +71,26 @@ def main(argv=None) -> None:
     parser.add_argument('--check', nargs='+', default=[], metavar='STUDY=LABEL',
                         help='studies of `detkds-search baselines` under another proxy, each with a label saying '
                              'what that proxy changes (e.g. "120 iterations")')
+    parser.add_argument('--reference', nargs='+', default=[], metavar='NAME=AP',
+                        help='full-schedule mean AP of a member that is no row of --quality')
+    parser.add_argument('--no-search-proxy', action='store_true', help="leave out the search study's own proxy")
     parser.add_argument('--out', help='write the result as JSON here')
     args = parser.parse_args(argv)
     with open(args.quality) as f:
         quality = json.load(f)
     reference = full_means(quality)
-    search = quality['search']['study']
-    settings = {'search proxy (the search study)': setting(search_proxy_runs(search), reference)}
+    for item in args.reference:
+        name, _, value = item.partition('=')
+        reference[name] = float(value)
+    settings = {}
+    if not args.no_search_proxy:
+        settings['search proxy (the search study)'] = setting(search_proxy_runs(quality['search']['study']), reference)
     for item in args.check:
         study, _, label = item.partition('=')
         runs = read_results(study, run_dir=osp.join('runs', study)).baseline_runs()
         settings[f'{label or study} ({study})'] = setting(runs, reference)
     report = dict(quality=args.quality, reference='full demo schedule, mean of ' + str(quality['seeds']),
-                  settings=settings)
+                  extra_references=args.reference, settings=settings)
     shown = sorted({m for s in settings.values() for m in s['members']}, key=lambda m: -reference[m])
     print('| proxy | members | Kendall tau | Spearman rho | top-1 regret | seed noise | spread | ' +
           ' | '.join(f'{m} (full {reference[m]:.4f})' for m in shown) + ' |')
