@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os.path as osp
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from distill_core.errors import ConfigError, DetKDSError
@@ -98,15 +99,25 @@ def _demo_config(name: str, search_raw: Mapping[str, Any], source: str) -> str:
     return path
 
 
-def distill_losses_of(path: Optional[str]) -> Optional[List[Dict[str, Any]]]:
-    if path is None:
-        return None
+def _model_of(path: str) -> Mapping[str, Any]:
     from distill_core.model_config import load_config
-    model = load_config(path).get('model') or {}
+    return load_config(path).get('model') or {}
+
+
+def _losses_in(model: Mapping[str, Any], path: str) -> List[Dict[str, Any]]:
     losses = model.get('distill_losses')
     if not losses:
         raise ConfigError(f'{path}: model.distill_losses is empty; not a distiller config')
     return [json.loads(json.dumps(loss)) for loss in losses]   # plain dicts for the worker
+
+
+def _strategy_in(model: Mapping[str, Any]):
+    from distill_core.genome import TrainingStrategy
+    return TrainingStrategy(bool(model.get('inherit_neck_head', False)), **dict(model.get('distill_schedule') or {}))
+
+
+def distill_losses_of(path: Optional[str]) -> Optional[List[Dict[str, Any]]]:
+    return None if path is None else _losses_in(_model_of(path), path)
 
 
 def baseline_strategy(path: Optional[str]):
@@ -114,23 +125,42 @@ def baseline_strategy(path: Optional[str]):
     ``DetectionDistiller``) and ``model.distill_schedule`` (warm-up, decay); the student alone (``path`` None)
     inherits nothing."""
     from distill_core.genome import TrainingStrategy
+    return TrainingStrategy(False) if path is None else _strategy_in(_model_of(path))
+
+
+@dataclass(frozen=True)
+class BaselineRecipe:
+    """What a baseline trains: its method's losses (None: the student alone) and training strategy."""
+    losses: Optional[List[Dict[str, Any]]]
+    strategy: Any                         # distill_core.genome.TrainingStrategy
+
+    @property
+    def genome(self) -> str:
+        """The genome of its proxy runs: no searched term, the recipe's strategy (the losses travel as the run's
+        ``distill_losses``)."""
+        from distill_core.genome import Genome
+        return Genome((), self.strategy).to_json()
+
+    @property
+    def attr(self) -> str:
+        """The ``strategy`` attribute of its runs: what makes two runs of one baseline the same recipe."""
+        return _strategy_json(self.strategy)
+
+
+def baseline_recipe(path: Optional[str]) -> BaselineRecipe:
+    """The baseline's recipe, its config read once."""
     if path is None:
-        return TrainingStrategy(False)
-    from distill_core.model_config import load_config
-    model = load_config(path).get('model') or {}
-    return TrainingStrategy(bool(model.get('inherit_neck_head', False)), **dict(model.get('distill_schedule') or {}))
+        return BaselineRecipe(None, baseline_strategy(None))
+    model = _model_of(path)
+    return BaselineRecipe(_losses_in(model, path), _strategy_in(model))
 
 
 def baseline_genome(path: Optional[str]) -> str:
-    """The baseline's genome for a proxy run: no searched term, the recipe's strategy (its losses travel as the
-    run's ``distill_losses``)."""
-    from distill_core.genome import Genome
-    return Genome((), baseline_strategy(path)).to_json()
+    return baseline_recipe(path).genome
 
 
 def strategy_attr(path: Optional[str]) -> str:
-    """The ``strategy`` attribute of a baseline run: what makes two runs of one baseline the same recipe."""
-    return _strategy_json(baseline_strategy(path))
+    return baseline_recipe(path).attr
 
 
 def _strategy_json(strategy) -> str:
@@ -171,15 +201,13 @@ def run_baselines_in_study(study, search_raw: Mapping[str, Any], source: str, ba
     specs = baseline_specs(search_raw, source, names)
     seeds = list(seeds if seeds is not None else baseline_seeds(search_raw, source))
     jobs = []
-    recipes = {name: strategy_attr(path) for name, path in specs.items()}
-    losses = {name: distill_losses_of(path) for name, path in specs.items()}
-    genomes = {name: baseline_genome(path) for name, path in specs.items()}
+    recipes = {name: baseline_recipe(path) for name, path in specs.items()}
     for seed in seeds:   # seeds outermost: a run cut short has measured every baseline on its first seeds
-        for name in specs:
-            if has_recipe_run(study, recipes[name], search_raw, **{ATTR_BASELINE: name, ATTR_SEED: seed}):
+        for name, recipe in recipes.items():
+            if has_recipe_run(study, recipe.attr, search_raw, **{ATTR_BASELINE: name, ATTR_SEED: seed}):
                 continue
-            jobs.append(((name, seed), dict(kind='proxy', seed=seed, distill_losses=losses[name],
-                                            genome=genomes[name], search_cfg=dict(search_raw),
+            jobs.append(((name, seed), dict(kind='proxy', seed=seed, distill_losses=recipe.losses,
+                                            genome=recipe.genome, search_cfg=dict(search_raw),
                                             label=f'baseline {name}')))
     if not jobs:
         log(f'[baselines] {", ".join(specs)}: already evaluated (seeds {seeds})')
@@ -196,7 +224,7 @@ def run_baselines_in_study(study, search_raw: Mapping[str, Any], source: str, ba
 
     run_recorded_in_study(study, jobs, base_dir, resources,
                           lambda job: {ATTR_BASELINE: job[0], ATTR_SEED: job[1], ATTR_FORMULA: baseline_label(job[0]),
-                                       ATTR_STRATEGY: recipes[job[0]]},
+                                       ATTR_STRATEGY: recipes[job[0]].attr},
                           reported, 'interrupted: the baselines stopped before this run finished', ray_address)
     return {name: None if None in runs else sum(runs) / len(runs) for name, runs in values.items()}
 

@@ -166,14 +166,6 @@ class Run:
         return self.kind, self.member, self.setting, self.seed
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """What a baseline member trains: its method's losses and strategy (search/baselines.py)."""
-    losses: Optional[List[Dict[str, Any]]]
-    strategy: Any                     # distill_core.genome.TrainingStrategy
-    attr: str                         # its ``strategy`` attribute (baselines.strategy_attr)
-
-
 def _run_of(trial) -> Optional[Run]:
     raw = trial.user_attrs.get(ATTR_FIDELITY)
     return Run(**json.loads(raw)) if raw else None
@@ -199,7 +191,7 @@ class Fidelity:
         self.seeds = list(range(seeds))
         self.threshold = threshold
         self.zero_cost_batches = zero_cost_batches
-        self._recipes: Dict[str, Recipe] = {}
+        self._recipes: Dict[str, Any] = {}            # member name -> baselines.BaselineRecipe
         self.reference_iterations = parse_reference(reference)
         self.reference_label = 'full_training' if self.reference_iterations is None else \
             f'proxy iterations={self.reference_iterations}'
@@ -240,24 +232,23 @@ class Fidelity:
                  for m in members]
         return runs
 
-    def _recipe(self, member: Member) -> Optional[Recipe]:
-        """A baseline member's published recipe (its method config, read once per member), else None."""
-        from .baselines import baseline_specs, baseline_strategy, distill_losses_of, strategy_attr
+    def _recipe(self, member: Member):
+        """A baseline member's published recipe (``baselines.BaselineRecipe``, its method config read once per
+        member), else None."""
+        from .baselines import baseline_recipe, baseline_specs
         if member.baseline is None:
             return None
         if member.name not in self._recipes:
             spec = baseline_specs(self.cfg.raw, self.cfg.source, [member.baseline])[member.baseline]
-            self._recipes[member.name] = Recipe(distill_losses_of(spec), baseline_strategy(spec),
-                                                strategy_attr(spec))
+            self._recipes[member.name] = baseline_recipe(spec)
         return self._recipes[member.name]
 
     def _task(self, run: Run, member: Member) -> Dict[str, Any]:
-        from distill_core.genome import Genome
         recipe = self._recipe(member)
         losses = recipe.losses if recipe else None
         # a baseline trains its recipe (its losses beside a term-less genome carrying its strategy), as the
         # search's baselines do: the panel then ranks what the search compares
-        genome = Genome((), recipe.strategy).to_json() if recipe else member.genome
+        genome = recipe.genome if recipe else member.genome
         task = dict(kind=run.kind, seed=run.seed, genome=genome, distill_losses=losses,
                     label=f'{member.name} ({run.setting})', search_cfg=self.cfg.raw)
         if run.kind == 'proxy':
@@ -273,7 +264,7 @@ class Fidelity:
             task['batches'] = self.zero_cost_batches
         return task
 
-    def _write_reference_config(self, member: Member, recipe: Optional[Recipe]) -> Tuple[str, str]:
+    def _write_reference_config(self, member: Member, recipe) -> Tuple[str, str]:
         from .export import _comment, build_training_config, render_config, write_atomic
         entries = (recipe.losses or []) if recipe else []
         if member.genome is not None:
@@ -330,8 +321,11 @@ class Fidelity:
 
         def attrs_of(run: Run) -> Dict[str, Any]:
             recipe = self._recipe(by_name[run.member])
-            return {ATTR_FIDELITY: json.dumps(asdict(run)), ATTR_SEED: run.seed,
-                    st.ATTR_FORMULA: by_name[run.member].formula, ATTR_STRATEGY: recipe.attr if recipe else None}
+            attrs = {ATTR_FIDELITY: json.dumps(asdict(run)), ATTR_SEED: run.seed,
+                     st.ATTR_FORMULA: by_name[run.member].formula}
+            if recipe is not None:   # what a resumed run checks it against (_trained_recipe)
+                attrs[ATTR_STRATEGY] = recipe.attr
+            return attrs
 
         def reported(run: Run, result: Dict[str, Any]) -> None:
             what = 'score' if run.kind == ZERO_COST else 'AP'

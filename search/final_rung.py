@@ -119,7 +119,7 @@ def run_final_rung(study, search_raw: Mapping[str, Any], source: str, base_dir: 
                    ray_address: Optional[str] = None) -> List[Finalist]:
     """Train the missing (finalist, seed) runs of the final rung as Ray tasks; returns the finalists (none
     without a ``final_rung`` section)."""
-    from .baselines import baseline_genome, baseline_specs, distill_losses_of, has_recipe_run, strategy_attr
+    from .baselines import baseline_recipe, baseline_specs, has_recipe_run
     from .ray_pool import run_recorded_in_study
     from .results import results_of
     rung = FinalRung.from_config(search_raw, source)
@@ -136,17 +136,16 @@ def run_final_rung(study, search_raw: Mapping[str, Any], source: str, base_dir: 
     rung_cfg = rung.search_config(search_raw)
     baseline_names = [f.name for f in finalists if f.kind == 'baseline']
     specs = baseline_specs(search_raw, source, baseline_names) if baseline_names else {}
-    recipes = {name: strategy_attr(spec) for name, spec in specs.items()}   # each baseline's, read once
+    recipes = {name: baseline_recipe(spec) for name, spec in specs.items()}   # each baseline's, read once
     jobs = []
     for finalist in finalists:
         if finalist.kind == 'baseline':
-            spec = specs[finalist.name]
-            genome, losses = baseline_genome(spec), distill_losses_of(spec)
+            genome, losses = recipes[finalist.name].genome, recipes[finalist.name].losses
         else:
             genome, losses = json.dumps(finalist.genome), None
         for seed in seeds:
             attrs = {ATTR_RUNG: FINAL_RUNG, ATTR_FINALIST: finalist.name, ATTR_SEED: seed}
-            if (has_recipe_run(study, recipes[finalist.name], rung_cfg, **attrs) if finalist.kind == 'baseline'
+            if (has_recipe_run(study, recipes[finalist.name].attr, rung_cfg, **attrs) if finalist.kind == 'baseline'
                     else st.has_complete_run(study, **attrs)):
                 continue
             task = dict(kind='proxy', seed=int(seed), search_cfg=rung_cfg, label=f'final rung {finalist.label}',
@@ -166,7 +165,7 @@ def run_final_rung(study, search_raw: Mapping[str, Any], source: str, base_dir: 
         if finalist.genome is not None:
             attrs[ATTR_GENOME] = json.dumps(finalist.genome, sort_keys=True)
         else:   # a baseline: the recipe it trained (search/baselines.py)
-            attrs[ATTR_STRATEGY] = recipes[finalist.name]
+            attrs[ATTR_STRATEGY] = recipes[finalist.name].attr
         return attrs
 
     def reported(job, result):
